@@ -75,7 +75,9 @@ def build_procedural_set(
                     max=[sample("max") for _ in range(n_references)],
                     min=[sample("min") for _ in range(n_references)],
                 )
-                queries = [QueryPair(max=sample("max"), min=sample("min")) for _ in range(n_queries)]
+                queries = [
+                    QueryPair(max=sample("max"), min=sample("min")) for _ in range(n_queries)
+                ]
                 catch = [
                     QueryPair(max=refs.max[j % n_references], min=refs.min[j % n_references])
                     for j in range(n_catch)

@@ -132,11 +132,15 @@ def manifest_bytes(manifest: StimulusManifest) -> bytes:
     return (json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
 
 
-def write_stimulus_set(directory: Path, manifest: StimulusManifest, images: dict[str, bytes]) -> str:
+def write_stimulus_set(
+    directory: Path, manifest: StimulusManifest, images: dict[str, bytes]
+) -> str:
     """Write a set; images already present with the right name are kept. Returns the digest."""
     missing = manifest.image_digests() - images.keys()
     if missing:
-        raise StimulusSetError(f"manifest names {len(missing)} image(s) not given, e.g. {min(missing)}")
+        raise StimulusSetError(
+            f"manifest names {len(missing)} image(s) not given, e.g. {min(missing)}"
+        )
     image_dir = Path(directory) / IMAGE_DIR
     image_dir.mkdir(parents=True, exist_ok=True)
     for digest in sorted(manifest.image_digests()):

@@ -1,0 +1,274 @@
+"""The `assay` command: one subcommand per stage, wiring the packages together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from assay import __version__
+from experiments.study import StudyFileError, load_study
+from experiments.two_afc import PlanError
+from server.app import create_app
+from server.catalog import import_stimulus_set, launch_study
+from server.devserver import serving
+from server.export import trial_rows, write_export
+from server.extensions import get_db
+from server.migrate import upgrade
+from server.researchers import create_researcher
+from server.simulate import SimulationError, simulate
+from stimuli.procedural import build_procedural_set
+from stimuli.stimulus_set import StimulusSetError, load_stimulus_set
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+DEMO_USER = ("demo", "demo-password")
+
+db_option = click.option(
+    "--database-url",
+    envvar="DATABASE_URL",
+    default=None,
+    help="SQLAlchemy URL (env DATABASE_URL; default: SQLite in ./.assay).",
+)
+base_url_option = click.option(
+    "--base-url",
+    envvar="ASSAY_BASE_URL",
+    default="http://127.0.0.1:5000",
+    show_default=True,
+    help="Public address of the server, for the printed participant URL.",
+)
+
+
+def _app(database_url: str | None, **extra):
+    config = {"DATABASE_URL": database_url} if database_url else {}
+    app = create_app({**config, **extra})
+    upgrade(app.config["DATABASE_URL"])
+    return app
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def participant_url(base_url: str, slug: str) -> str:
+    return (
+        f"{base_url.rstrip('/')}/s/{slug}"
+        "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+    )
+
+
+@click.group()
+@click.version_option(__version__)
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+def main(verbose: bool) -> None:
+    """Assay: human studies of neural-network explanations."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@db_option
+def db_upgrade(database_url: str | None) -> None:
+    """Create or migrate the schema to the newest version (alembic upgrade head)."""
+    _app(database_url)
+    click.echo("database is at the newest schema")
+
+
+@main.group()
+def stimuli() -> None:
+    """Stimulus sets."""
+
+
+@stimuli.command("import")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@db_option
+def stimuli_import(directory: Path, database_url: str | None) -> None:
+    """Verify a stimulus set and load it into the database (idempotent)."""
+    try:
+        stimulus_set = load_stimulus_set(directory)
+    except StimulusSetError as exc:
+        _fail(str(exc))
+    app = _app(database_url)
+    with app.app_context():
+        db_session = get_db()
+        with db_session.begin():
+            row = import_stimulus_set(db_session, stimulus_set)
+    click.echo(
+        f"stimulus set {row.name} {row.digest[:12]}: "
+        f"{len(stimulus_set.manifest.units)} units, {len(stimulus_set.images)} images"
+    )
+
+
+@stimuli.command("demo")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True)
+def stimuli_demo(directory: Path, seed: int) -> None:
+    """Write the small procedural stimulus set used by tests and the demo."""
+    digest = build_procedural_set(directory, seed=seed)
+    click.echo(f"wrote {directory} ({digest[:12]})")
+
+
+@main.group()
+def study() -> None:
+    """Study definitions."""
+
+
+@study.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def study_validate(file: Path) -> None:
+    """Check a study file without touching the database."""
+    try:
+        spec = load_study(file)
+    except StudyFileError as exc:
+        _fail(str(exc))
+    click.echo(f"{file}: valid ({spec.slug}, {len(spec.conditions)} condition(s))")
+
+
+@study.command("launch")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@db_option
+@base_url_option
+def study_launch(file: Path, database_url: str | None, base_url: str) -> None:
+    """Validate a study, import its stimuli, create a version, print the participant URL."""
+    try:
+        spec = load_study(file)
+        app = _app(database_url)
+        with app.app_context():
+            db_session = get_db()
+            with db_session.begin():
+                launched = launch_study(db_session, spec, file)
+    except (StudyFileError, StimulusSetError, PlanError) as exc:
+        _fail(str(exc))
+    what = "created" if launched.created else "unchanged, still"
+    click.echo(
+        f"study {launched.slug}: {what} version {launched.version} "
+        f"({launched.n_cells} assignment cells)"
+    )
+    click.echo("participant URL (paste into Prolific):")
+    click.echo("  " + participant_url(base_url, launched.slug))
+
+
+@main.group()
+def admin() -> None:
+    """Researcher accounts."""
+
+
+@admin.command("create-user")
+@click.argument("username")
+@click.password_option(envvar="ASSAY_NEW_PASSWORD")
+@db_option
+def admin_create_user(username: str, password: str, database_url: str | None) -> None:
+    """Create a researcher who can log in to the dashboard."""
+    app = _app(database_url)
+    with app.app_context():
+        db_session = get_db()
+        try:
+            with db_session.begin():
+                create_researcher(db_session, username, password)
+        except ValueError as exc:
+            _fail(str(exc))
+    click.echo(f"created researcher {username}")
+
+
+@main.command("export")
+@click.argument("slug")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--include-preview", is_flag=True, help="Also export preview sessions.")
+@db_option
+def export(slug: str, out: Path, include_preview: bool, database_url: str | None) -> None:
+    """Write tidy trial-level data (CSV, or Parquet for a .parquet file name)."""
+    app = _app(database_url)
+    with app.app_context():
+        frame = trial_rows(get_db(), slug, include_preview=include_preview)
+    try:
+        write_export(frame, out)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(
+        f"wrote {len(frame)} trials of {frame['participant'].nunique()} participants to {out}"
+    )
+
+
+@main.command("simulate")
+@click.argument("slug")
+@click.option("--participants", "-n", default=10, show_default=True)
+@click.option("--url", required=True, help="Base URL of a running server.")
+@click.option("--workers", default=8, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def simulate_cmd(slug: str, participants: int, url: str, workers: int, seed: int) -> None:
+    """Drive N simulated participants through a running server's HTTP API."""
+    try:
+        results = simulate(url, slug, participants, workers=workers, seed=seed)
+    except (SimulationError, OSError) as exc:
+        _fail(str(exc))
+    done = sum(r.status == "completed" for r in results)
+    click.echo(
+        f"{len(results)} participants: {done} completed, "
+        f"{len(results) - done} screened out; {sum(r.trials_sent for r in results)} trials"
+    )
+
+
+@main.command("serve")
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+def serve(database_url: str | None, host: str, port: int) -> None:
+    """A development server; use gunicorn with deploy/gunicorn.conf.py in production."""
+    _app(database_url).run(host=host, port=port, threaded=True)
+
+
+@main.command("demo")
+@click.option(
+    "--workdir",
+    default=".assay/demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option("--simulate", "n_simulated", default=0, help="Simulated participants to run.")
+@click.option("--no-serve", is_flag=True, help="Exit after the simulation instead of serving.")
+@click.option("--port", default=5000, show_default=True)
+def demo(workdir: Path, n_simulated: int, no_serve: bool, port: int) -> None:
+    """Build the demo stimuli, launch the demo study on SQLite and serve it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    build_procedural_set(workdir / "stimuli")
+    study_file = workdir / "study.toml"
+    shutil.copyfile(EXPERIMENTS / "demo.toml", study_file)
+    spec = load_study(study_file)
+    url_db = f"sqlite:///{(workdir / 'assay.db').resolve()}"
+    app = _app(url_db, INSTANCE_DIR=workdir, ENTRY_RATE_LIMIT="1000 per minute")
+    with app.app_context():
+        db_session = get_db()
+        with db_session.begin():
+            launched = launch_study(db_session, spec, study_file)
+            with contextlib.suppress(ValueError):  # made by an earlier run
+                create_researcher(db_session, *DEMO_USER)
+    click.echo(f"demo study {launched.slug} version {launched.version}, database {url_db}")
+    with serving(app, port=0 if no_serve else port) as base:
+        click.echo(
+            f"participant URL: {base}/s/{launched.slug}?PROLIFIC_PID=demo1"
+            "&STUDY_ID=demo&SESSION_ID=demo"
+        )
+        click.echo(f"preview URL:     {base}/s/{launched.slug}")
+        click.echo(f"dashboard:       {base}/dashboard  (login {DEMO_USER[0]} / {DEMO_USER[1]})")
+        if n_simulated:
+            results = simulate(base, launched.slug, n_simulated, prefix=f"DEMO{os.getpid()}x")
+            done = sum(r.status == "completed" for r in results)
+            click.echo(f"simulated {len(results)} participants: {done} completed")
+        with app.app_context():
+            frame = trial_rows(get_db(), launched.slug)
+        write_export(frame, workdir / "trials.csv")
+        click.echo(f"exported {len(frame)} trials to {workdir / 'trials.csv'}")
+        if not no_serve:
+            click.echo("serving; press Ctrl+C to stop")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()

@@ -1,0 +1,167 @@
+"""Study definitions: one TOML file per study, validated once into a frozen `StudySpec`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+
+
+class StudyFileError(ValueError):
+    """A study file that cannot be read or does not validate; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Condition(_Strict):
+    """A between-subject condition: which units (by kind) its participants see."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,50}$")
+    unit_kinds: list[str] = Field(min_length=1)
+
+
+class TwoAFCOptions(_Strict):
+    n_references: int = Field(default=9, ge=1, le=20)
+    response_lock_ms: int = Field(default=1500, ge=0, le=60_000)
+    feedback: bool = False
+    progress: bool = True
+    max_side: Literal["left", "right"] = "right"
+
+
+class Trials(_Strict):
+    main: int = Field(ge=1, le=2000, description="main (non-catch) trials per participant")
+    blocks: int = Field(default=1, ge=1, le=50)
+    catch_rate: float = Field(default=0.1, ge=0.0, le=0.5)
+    block_by: str | None = Field(
+        default=None,
+        description="within-subject blocks: a unit attribute ('layer' or 'kind'); "
+        "block order is counterbalanced across participants",
+    )
+
+
+class Practice(_Strict):
+    trials: int = Field(default=3, ge=0, le=50)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+
+
+class Texts(_Strict):
+    consent: str = Field(min_length=1)
+    instructions: str = Field(min_length=1)
+    debrief: str = "Thank you for taking part."
+
+
+class Question(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9_]{1,50}$")
+    prompt: str = Field(min_length=1)
+    kind: Literal["text", "choice"] = "text"
+    options: list[str] = Field(default_factory=list)
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _options(self) -> Question:
+        if self.kind == "choice" and len(self.options) < 2:
+            raise ValueError("a choice question needs at least two options")
+        return self
+
+
+class Exclusions(_Strict):
+    """Pre-registered exclusion rules (applied by the analysis; catch rule also screens out)."""
+
+    catch_min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
+    instructions_min_seconds: float | None = Field(default=None, ge=0)
+    total_minutes_min: float | None = Field(default=None, ge=0)
+    total_minutes_max: float | None = Field(default=None, gt=0)
+    max_same_response_fraction: float | None = Field(default=None, gt=0.5, le=1.0)
+    max_practice_attempts: int | None = Field(default=None, ge=1)
+    screen_out_on_catch: bool = False
+
+
+class Recruitment(_Strict):
+    platform: Literal["prolific", "none"] = "prolific"
+    completion_code: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    screenout_code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    target_per_condition: int | None = Field(default=None, ge=1)
+    session_timeout_minutes: int = Field(default=60, ge=1, le=24 * 60)
+
+
+class StudySpec(_Strict):
+    slug: str
+    title: str = Field(min_length=1, max_length=200)
+    paradigm: Literal["2afc_exemplar"] = "2afc_exemplar"
+    stimulus_set: str = Field(
+        min_length=1, description="stimulus-set directory, relative to the file"
+    )
+    conditions: list[Condition] = Field(min_length=1)
+    two_afc: TwoAFCOptions = TwoAFCOptions()
+    trials: Trials
+    practice: Practice = Practice()
+    texts: Texts
+    questionnaire: list[Question] = Field(default_factory=list)
+    exclusions: Exclusions = Exclusions()
+    recruitment: Recruitment
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        if not SLUG.match(self.slug):
+            raise ValueError(f"slug {self.slug!r} must be 2-63 lowercase letters, digits or dashes")
+        names = [c.name for c in self.conditions]
+        if len(set(names)) != len(names):
+            raise ValueError("condition names must be unique")
+        if self.trials.block_by not in (None, "layer", "kind"):
+            raise ValueError("trials.block_by must be 'layer' or 'kind'")
+        if self.exclusions.screen_out_on_catch and (
+            self.recruitment.screenout_code is None or self.exclusions.catch_min_accuracy is None
+        ):
+            raise ValueError(
+                "exclusions.screen_out_on_catch needs recruitment.screenout_code "
+                "and exclusions.catch_min_accuracy"
+            )
+        return self
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    lines = [f"{path}: invalid study definition"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_study(text: str, path: Path = Path("<study>")) -> StudySpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyFileError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise StudyFileError(_describe(exc, path)) from None
+
+
+def load_study(path: Path) -> StudySpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StudyFileError(f"{path}: cannot read study file ({exc.strerror})") from None
+    return parse_study(text, path)
+
+
+def stimulus_dir(spec: StudySpec, study_file: Path) -> Path:
+    return (Path(study_file).parent / spec.stimulus_set).resolve()

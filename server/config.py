@@ -1,0 +1,42 @@
+"""Configuration: defaults, then environment variables, then overrides given to create_app."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _secret_key(instance: Path) -> str:
+    """ASSAY_SECRET_KEY, else a key kept in the instance folder (one machine only)."""
+    if key := os.environ.get("ASSAY_SECRET_KEY"):
+        return key
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    overrides = overrides or {}
+    instance = Path(overrides.get("INSTANCE_DIR") or os.environ.get("ASSAY_INSTANCE", ".assay"))
+    config: dict[str, Any] = {
+        "INSTANCE_DIR": instance,
+        "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{instance.resolve()}/assay.db"),
+        "REDIS_URL": os.environ.get("REDIS_URL"),
+        "NODE_MODULES": Path(os.environ.get("ASSAY_NODE_MODULES", ROOT / "node_modules")),
+        "ENTRY_RATE_LIMIT": os.environ.get("ASSAY_ENTRY_RATE_LIMIT", "30 per minute"),
+        "MAX_CONTENT_LENGTH": 64 * 1024,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": os.environ.get("ASSAY_SECURE_COOKIES", "0") == "1",
+        "WTF_CSRF_TIME_LIMIT": None,
+    }
+    config.update(overrides)
+    config.setdefault("SECRET_KEY", overrides.get("SECRET_KEY") or _secret_key(instance))
+    return config

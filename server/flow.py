@@ -1,0 +1,167 @@
+"""A session's steps outside the trials: consent, instructions, questionnaire, finishing.
+
+Status moves consent -> instructions -> trials -> questionnaire -> completed | screened_out,
+or consent -> declined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from experiments.study import StudySpec
+from server.catalog import now
+from server.models import ParticipantSession
+from server.trials import FlowError, catch_accuracy, missing_main, progress, stored_indices
+
+PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agree: bool
+
+
+class InstructionsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(ge=0, le=24 * 3600)
+
+
+class QuestionnaireIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    answers: dict[str, str] = Field(max_length=100)
+
+
+def spec_of(session: ParticipantSession) -> StudySpec:
+    return StudySpec.model_validate(session.version.spec)
+
+
+def _expect(session: ParticipantSession, *statuses: str) -> None:
+    if session.status not in statuses:
+        raise FlowError(f"session is in state {session.status!r}, expected {' or '.join(statuses)}")
+
+
+def consent(session: ParticipantSession, data: ConsentIn) -> None:
+    if session.status in ("instructions", "trials") and data.agree:
+        return  # replay after a lost response
+    _expect(session, "consent", "declined")
+    session.status = "instructions" if data.agree else "declined"
+    session.consented_at = now() if data.agree else None
+    if not data.agree:
+        session.finished_at = now()
+
+
+def instructions_read(session: ParticipantSession, data: InstructionsIn) -> None:
+    if session.status == "trials":
+        return
+    _expect(session, "instructions")
+    session.instructions_seconds = data.seconds
+    session.status = "trials"
+
+
+def answer_questionnaire(db: Session, session: ParticipantSession, data: QuestionnaireIn) -> None:
+    """Accepted once every planned trial is stored; the server checks, not the client."""
+    if session.status in ("questionnaire", "completed", "screened_out"):
+        return
+    _expect(session, "trials")
+    missing = missing_main(session, stored_indices(db, session))
+    if missing:
+        raise FlowError(f"{len(missing)} trial(s) not stored yet", missing=missing[:50])
+    questions = {q.id: q for q in spec_of(session).questionnaire}
+    unknown = sorted(set(data.answers) - set(questions))
+    if unknown:
+        raise FlowError(f"unknown question {unknown[0]!r}", status=400)
+    for q in questions.values():
+        answer = data.answers.get(q.id, "").strip()
+        if q.required and not answer:
+            raise FlowError(f"question {q.id!r} needs an answer", status=400)
+        if q.kind == "choice" and answer and answer not in q.options:
+            raise FlowError(f"question {q.id!r}: {answer!r} is not one of its options", status=400)
+        if len(answer) > 5000:
+            raise FlowError(f"question {q.id!r}: answer longer than 5000 characters", status=400)
+    session.questionnaire = {k: v.strip() for k, v in data.answers.items()}
+    session.status = "questionnaire"
+
+
+@dataclass(frozen=True)
+class Finished:
+    status: str
+    code: str | None
+    redirect_url: str | None
+
+
+def finish(db: Session, session: ParticipantSession) -> Finished:
+    """Close a session and hand out its code, only once every trial is confirmed stored."""
+    spec = spec_of(session)
+    if session.status not in ("completed", "screened_out"):
+        _expect(session, "questionnaire", "trials")
+        stored = stored_indices(db, session)
+        missing = missing_main(session, stored)
+        if missing:
+            raise FlowError(f"{len(missing)} trial(s) not stored yet", missing=missing[:50])
+        session.practice_attempts = progress(session, stored).practice_attempt
+        rule = spec.exclusions
+        accuracy = catch_accuracy(session, stored)
+        failed = (
+            rule.screen_out_on_catch
+            and accuracy is not None
+            and rule.catch_min_accuracy is not None
+            and accuracy < rule.catch_min_accuracy
+        )
+        session.status = "screened_out" if failed else "completed"
+        session.finished_at = now()
+    code = (
+        spec.recruitment.screenout_code
+        if session.status == "screened_out"
+        else spec.recruitment.completion_code
+    )
+    redirect = None
+    if spec.recruitment.platform == "prolific" and session.mode != "preview" and code:
+        redirect = PROLIFIC_COMPLETE + code
+    return Finished(session.status, code, redirect)
+
+
+def client_state(db: Session, session: ParticipantSession, image_url) -> dict[str, Any]:
+    """What the browser needs to (re)build its timeline; catch trials look like main ones."""
+    spec = spec_of(session)
+    stored = stored_indices(db, session)
+    p = progress(session, stored)
+    show_answer = spec.two_afc.feedback
+
+    def view(t: dict) -> dict:
+        practice = t["kind"] == "practice"
+        out = {
+            "index": t["index"],
+            "phase": "practice" if practice else "main",
+            "block": t["block"],
+            "attempt": t["attempt"],
+            "ref_max": [image_url(d) for d in t["ref_max"]],
+            "ref_min": [image_url(d) for d in t["ref_min"]],
+            "query_a": image_url(t["query_a"]),
+            "query_b": image_url(t["query_b"]),
+            "stored": t["index"] in stored,
+        }
+        if practice or show_answer:
+            out["correct"] = t["correct"]
+        return out
+
+    return {
+        "status": session.status,
+        "mode": session.mode,
+        "title": spec.title,
+        "texts": spec.texts.model_dump(),
+        "two_afc": spec.two_afc.model_dump(),
+        "practice": {"trials": spec.practice.trials, "max_attempts": spec.practice.max_attempts},
+        "questionnaire": [q.model_dump() for q in spec.questionnaire],
+        "progress": {
+            "practice_attempt": p.practice_attempt,
+            "practice_done": p.practice_done,
+            "next_index": p.next_index,
+            "main_total": p.main_total,
+            "main_done": p.main_done,
+        },
+        "trials": [view(t) for t in session.plan],
+    }

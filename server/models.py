@@ -1,0 +1,144 @@
+"""The database schema. Platform IDs live in their own table, never beside responses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Image(Base):
+    """Stimulus image bytes, addressed by SHA-256 so every server instance can serve them."""
+
+    __tablename__ = "images"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StimulusSetRow(Base):
+    __tablename__ = "stimulus_sets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    manifest: Mapped[dict[str, Any]]
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    versions: Mapped[list[StudyVersion]] = relationship(
+        back_populates="study", order_by="StudyVersion.version"
+    )
+
+
+class StudyVersion(Base):
+    """An immutable launched definition; sessions and responses point at the one they used."""
+
+    __tablename__ = "study_versions"
+    __table_args__ = (
+        UniqueConstraint("study_id", "version"),
+        UniqueConstraint("study_id", "spec_digest"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]]
+    spec_digest: Mapped[str] = mapped_column(String(64))
+    cells: Mapped[list[Any]]
+    stimulus_set_id: Mapped[int] = mapped_column(ForeignKey("stimulus_sets.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    study: Mapped[Study] = relationship(back_populates="versions")
+    stimulus_set: Mapped[StimulusSetRow] = relationship()
+
+
+class ParticipantSession(Base):
+    """One participant's run through a study version; ``public_id`` doubles as pseudonym."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_version_cell", "study_version_id", "cell"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    study_version_id: Mapped[int] = mapped_column(ForeignKey("study_versions.id"))
+    mode: Mapped[str] = mapped_column(String(10))  # live, pilot, preview
+    condition: Mapped[str] = mapped_column(String(50))
+    cell: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # see server.flow.STATUSES
+    plan: Mapped[list[Any]]
+    n_practice: Mapped[int] = mapped_column(Integer)
+    practice_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    consented_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    instructions_seconds: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    questionnaire: Mapped[dict[str, Any] | None]
+    user_agent: Mapped[str | None] = mapped_column(String(400))
+    version: Mapped[StudyVersion | None] = relationship()
+
+
+class PlatformIdentity(Base):
+    """Personal data: the recruiting platform's IDs. Unique per study, so a PID resumes."""
+
+    __tablename__ = "platform_identities"
+    __table_args__ = (UniqueConstraint("study_id", "platform_pid"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
+    platform_pid: Mapped[str] = mapped_column(String(100))
+    platform_study_id: Mapped[str | None] = mapped_column(String(100))
+    platform_session_id: Mapped[str | None] = mapped_column(String(100))
+
+
+class TrialResponse(Base):
+    """One row per answered trial; correctness is scored on the server from the plan."""
+
+    __tablename__ = "trial_responses"
+    __table_args__ = (UniqueConstraint("session_id", "trial_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))
+    trial_index: Mapped[int] = mapped_column(Integer)
+    choice: Mapped[str] = mapped_column(String(1))
+    confidence: Mapped[int] = mapped_column(Integer)
+    correct: Mapped[bool]
+    rt_ms: Mapped[float] = mapped_column(Float)
+    presented_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    responded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    events: Mapped[list[Any]]
+
+
+class Researcher(Base):
+    __tablename__ = "researchers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,212 @@
+"""Participant-facing routes: the entry page, stimulus images, vendored jsPsych, the JSON API.
+
+API requests carry the signed session token in the X-Assay-Session header; a view parses
+its input, calls a plain function, and returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+    send_from_directory,
+    session,
+    url_for,
+)
+from pydantic import BaseModel, ValidationError
+
+from experiments.study import SLUG
+from server.extensions import get_db, limiter
+from server.flow import (
+    ConsentIn,
+    InstructionsIn,
+    QuestionnaireIn,
+    answer_questionnaire,
+    client_state,
+    consent,
+    finish,
+    instructions_read,
+)
+from server.models import Image
+from server.sessions import UnknownStudy, get_session, start_session
+from server.tokens import HEADER, sign, verify
+from server.trials import FlowError, TrialIn, record_trial
+
+log = logging.getLogger(__name__)
+pages = Blueprint("participant", __name__)
+api = Blueprint("api", __name__, url_prefix="/api")
+
+PLATFORM_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+# Files served from node_modules: a fixed table, so no request path reaches the filesystem.
+VENDOR = {
+    "jspsych.js": "jspsych/dist/index.browser.min.js",
+    "jspsych.css": "jspsych/css/jspsych.css",
+    "plugin-html-button-response.js": (
+        "@jspsych/plugin-html-button-response/dist/index.browser.min.js"
+    ),
+    "plugin-survey-html-form.js": "@jspsych/plugin-survey-html-form/dist/index.browser.min.js",
+    "plugin-preload.js": "@jspsych/plugin-preload/dist/index.browser.min.js",
+    "plugin-instructions.js": "@jspsych/plugin-instructions/dist/index.browser.min.js",
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def image_url(digest: str) -> str:
+    return url_for("participant.image", digest=digest)
+
+
+@pages.get("/s/<slug>")
+@limiter.limit(lambda: current_app.config["ENTRY_RATE_LIMIT"])
+def entry(slug: str):
+    if not SLUG.match(slug):
+        abort(404, description=f"no study {slug!r}")
+    args = {k: request.args.get(k) for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")}
+    for name, value in args.items():
+        if value is not None and not PLATFORM_ID.match(value):
+            abort(400, description=f"{name} must be 1-100 letters, digits, '-' or '_'")
+    pid = args["PROLIFIC_PID"]
+    mode = "preview" if pid is None else ("pilot" if request.args.get("pilot") == "1" else "live")
+    db = get_db()
+    remembered = session.get("sessions", {}).get(slug) if pid is None else None
+    with db.begin():
+        existing = get_session(db, remembered) if remembered else None
+        try:
+            psession = existing or start_session(
+                db,
+                slug,
+                mode=mode,
+                pid=pid,
+                platform_study_id=args["STUDY_ID"],
+                platform_session_id=args["SESSION_ID"],
+                user_agent=request.headers.get("User-Agent"),
+            )
+        except UnknownStudy:
+            abort(404, description=f"no study {slug!r}")
+        public_id = psession.public_id
+        title = psession.version.spec["title"]
+    session["sessions"] = {**session.get("sessions", {}), slug: public_id}
+    token = sign(current_app.config["SECRET_KEY"], public_id)
+    log.info("entry to %s: session %s (%s)", slug, public_id[:8], mode)
+    return render_template("study.html", token=token, title=title, mode=mode)
+
+
+@pages.get("/img/<digest>.png")
+def image(digest: str):
+    if not DIGEST.match(digest):
+        abort(404, description="no such image")
+    if request.if_none_match.contains(digest):
+        return Response(status=304, headers={"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE})
+    data = get_db().get(Image, digest)
+    if data is None:
+        abort(404, description="no such image")
+    return Response(
+        data.data,
+        mimetype="image/png",
+        headers={"Cache-Control": IMMUTABLE, "ETag": f'"{digest}"'},
+    )
+
+
+@pages.get("/vendor/<name>")
+def vendor(name: str):
+    if name not in VENDOR:
+        abort(404, description="no such file")
+    root = current_app.config["NODE_MODULES"]
+    if not root.is_dir():
+        abort(500, description="node_modules is missing: run `npm ci` in the project root")
+    return send_from_directory(root, VENDOR[name], max_age=3600)
+
+
+# --- the JSON API ---------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M]) -> M:
+    """The request body as ``model``; a 400 that names the field when it does not fit."""
+    if not request.is_json:
+        raise FlowError("request body must be JSON (Content-Type: application/json)", status=415)
+    data = request.get_json(silent=True)
+    if data is None:
+        raise FlowError("request body is not valid JSON", status=400)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        raise FlowError(f"{where}: {err['msg']}", status=400) from None
+
+
+def participant_only(view: Callable) -> Callable:
+    """Load the session named by the signed token; refuse a missing, forged or foreign one."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        token = request.headers.get(HEADER, "")
+        public_id = verify(current_app.config["SECRET_KEY"], token) if token else None
+        if public_id is None:
+            return jsonify(error=f"missing or invalid session token ({HEADER} header)"), 401
+        db = get_db()
+        try:
+            with db.begin():
+                g.psession = get_session(db, public_id)
+                if g.psession is None:
+                    return jsonify(error="unknown session"), 401
+                return view(db, g.psession, *args, **kwargs)
+        except FlowError as exc:  # raised inside the transaction, so nothing was stored
+            return jsonify(error=str(exc), **exc.extra), exc.status
+
+    return wrapper
+
+
+@api.get("/state")
+@participant_only
+def state(db, psession):
+    return jsonify(client_state(db, psession, image_url))
+
+
+@api.post("/consent")
+@participant_only
+def post_consent(db, psession):
+    consent(psession, parse(ConsentIn))
+    return jsonify(status=psession.status)
+
+
+@api.post("/instructions")
+@participant_only
+def post_instructions(db, psession):
+    instructions_read(psession, parse(InstructionsIn))
+    return jsonify(status=psession.status)
+
+
+@api.post("/trials")
+@participant_only
+def post_trial(db, psession):
+    stored = record_trial(db, psession, parse(TrialIn))
+    return jsonify(stored=True, duplicate=stored.duplicate)
+
+
+@api.post("/questionnaire")
+@participant_only
+def post_questionnaire(db, psession):
+    answer_questionnaire(db, psession, parse(QuestionnaireIn))
+    return jsonify(status=psession.status)
+
+
+@api.post("/finish")
+@participant_only
+def post_finish(db, psession):
+    done = finish(db, psession)
+    return jsonify(status=done.status, code=done.code, redirect_url=done.redirect_url)

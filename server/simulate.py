@@ -1,0 +1,168 @@
+"""Simulated participants that drive a running server through the browser's HTTP API.
+
+Each one is a noisy observer of the images it is shown: it compares the mean colour of each
+query with the mean colours of the maximally and minimally activating references, so its
+accuracy depends on the stimuli, as a person's would. Used by the demo, tests and load tests.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import requests
+from PIL import Image
+
+TOKEN = re.compile(r'data-token="([^"]+)"')
+
+
+class SimulationError(RuntimeError):
+    pass
+
+
+@dataclass
+class SimResult:
+    pid: str
+    status: str
+    code: str | None
+    trials_sent: int
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class _ImageCache:
+    """Mean RGB per image URL; shared by the participants of one run."""
+
+    def __init__(self) -> None:
+        self._means: dict[str, np.ndarray] = {}
+
+    def mean(self, http: requests.Session, base: str, url: str) -> np.ndarray:
+        if url not in self._means:
+            response = http.get(base + url, timeout=30)
+            response.raise_for_status()
+            with Image.open(io.BytesIO(response.content)) as img:
+                self._means[url] = np.asarray(img.convert("RGB"), dtype=float).mean(axis=(0, 1))
+        return self._means[url]
+
+
+def _check(response: requests.Response) -> dict:
+    if response.status_code >= 400:
+        raise SimulationError(
+            f"{response.request.method} {response.url}: "
+            f"{response.status_code} {response.text[:200]}"
+        )
+    return response.json()
+
+
+def run_participant(
+    base_url: str,
+    slug: str,
+    pid: str,
+    *,
+    skill: float = 1.0,
+    seed: int = 0,
+    images: _ImageCache | None = None,
+    pilot: bool = False,
+) -> SimResult:
+    """One participant from entry to completion code; returns what the server answered."""
+    base = base_url.rstrip("/")
+    rng = np.random.default_rng(seed)
+    images = images or _ImageCache()
+    http = requests.Session()
+    params = {"PROLIFIC_PID": pid, "STUDY_ID": "SIMSTUDY", "SESSION_ID": f"S{seed}"}
+    if pilot:
+        params["pilot"] = "1"
+    page = http.get(f"{base}/s/{slug}", params=params, timeout=30)
+    if page.status_code != 200:
+        raise SimulationError(f"entry failed: {page.status_code} {page.text[:200]}")
+    match = TOKEN.search(page.text)
+    if match is None:
+        raise SimulationError("entry page carries no session token")
+    http.headers["X-Assay-Session"] = match.group(1)
+
+    def post(path: str, body: dict) -> dict:
+        return _check(http.post(f"{base}/api/{path}", json=body, timeout=30))
+
+    state = _check(http.get(f"{base}/api/state", timeout=30))
+    if state["status"] == "consent":
+        post("consent", {"agree": True})
+    if state["status"] in ("consent", "instructions"):
+        post("instructions", {"seconds": float(rng.uniform(20, 60))})
+    latencies: list[float] = []
+    sent = 0
+    for trial in _path(state["trials"], state["practice"]["max_attempts"]):
+        if trial["stored"]:
+            continue
+        mean = lambda url: images.mean(http, base, url)  # noqa: E731
+        ref_max = np.mean([mean(u) for u in trial["ref_max"]], axis=0)
+        ref_min = np.mean([mean(u) for u in trial["ref_min"]], axis=0)
+        evidence = [
+            np.linalg.norm(mean(q) - ref_min) - np.linalg.norm(mean(q) - ref_max)
+            for q in (trial["query_a"], trial["query_b"])
+        ]
+        margin = skill * (evidence[0] - evidence[1]) / 20.0 + rng.logistic()
+        choice = "a" if margin > 0 else "b"
+        confidence = int(min(3, 1 + abs(margin) // 1.5))
+        rt = float(rng.lognormal(np.log(1800), 0.4))
+        shown = datetime.now(UTC)
+        body = {
+            "trial_index": trial["index"],
+            "choice": choice,
+            "confidence": confidence,
+            "rt_ms": round(rt, 1),
+            "presented_at": shown.isoformat(),
+            "responded_at": (shown + timedelta(milliseconds=rt)).isoformat(),
+        }
+        start = time.perf_counter()
+        post("trials", body)
+        latencies.append((time.perf_counter() - start) * 1000)
+        sent += 1
+        if trial["phase"] == "practice":
+            trial["_answered_correctly"] = choice == trial["correct"]
+    answers = {}
+    for q in state["questionnaire"]:
+        answers[q["id"]] = q["options"][0] if q["kind"] == "choice" else "simulated"
+    post("questionnaire", {"answers": answers})
+    done = post("finish", {})
+    return SimResult(pid, done["status"], done["code"], sent, latencies)
+
+
+def _path(trials: list[dict], max_attempts: int) -> Iterable[dict]:
+    """Practice attempts until one is all correct (or the cap), then every main trial.
+
+    Lazy on purpose: the caller marks each practice trial's outcome before the next is drawn.
+    """
+    for attempt in range(1, max_attempts + 1):
+        block = [t for t in trials if t["phase"] == "practice" and t["attempt"] == attempt]
+        yield from block
+        if all(t.get("_answered_correctly", False) for t in block):
+            break
+    yield from (t for t in trials if t["phase"] == "main")
+
+
+def simulate(
+    base_url: str, slug: str, n: int, *, workers: int = 8, seed: int = 0, prefix: str = "SIM"
+) -> list[SimResult]:
+    """N participants, ``workers`` at a time, with skills drawn around a typical person's."""
+    rng = np.random.default_rng(seed)
+    skills = rng.gamma(4.0, 0.3, size=n)
+    cache = _ImageCache()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(
+                run_participant,
+                base_url,
+                slug,
+                f"{prefix}{seed}x{i:05d}",
+                skill=float(skills[i]),
+                seed=seed * 100_003 + i,
+                images=cache,
+            )
+            for i in range(n)
+        ]
+        return [f.result() for f in futures]

@@ -1,0 +1,182 @@
+"""Storing trial responses exactly once, and where a session stands.
+
+A trial is keyed by (session, trial index). Replaying a stored trial with the same answer is
+a no-op; a replay with a different answer is a conflict. Correctness comes from the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from server.catalog import now
+from server.models import ParticipantSession, TrialResponse
+
+TRIAL_STATUSES = ("instructions", "trials")
+
+
+class FlowError(Exception):
+    """A request that does not fit the session's state; ``status`` is the HTTP code."""
+
+    def __init__(self, message: str, status: int = 409, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal[
+        "blur",
+        "focus",
+        "fullscreenexit",
+        "fullscreenenter",
+        "visibilityhidden",
+        "visibilityvisible",
+        "offline",
+        "online",
+    ]
+    t: float = Field(ge=0, description="ms since the trial started")
+
+
+class TrialIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trial_index: int = Field(ge=0)
+    choice: Literal["a", "b"]
+    confidence: int = Field(ge=1, le=3)
+    rt_ms: float = Field(ge=0, le=3_600_000)
+    presented_at: datetime
+    responded_at: datetime
+    events: list[Event] = Field(default_factory=list, max_length=200)
+
+
+@dataclass(frozen=True)
+class Stored:
+    duplicate: bool
+    correct: bool
+
+
+def _insert(db: Session):
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert(TrialResponse).on_conflict_do_nothing(
+            index_elements=["session_id", "trial_index"]
+        )
+    if dialect == "sqlite":
+        return sqlite_insert(TrialResponse).on_conflict_do_nothing(
+            index_elements=["session_id", "trial_index"]
+        )
+    return insert(TrialResponse)
+
+
+def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> Stored:
+    if not 0 <= trial.trial_index < len(session.plan):
+        raise FlowError(
+            f"trial_index {trial.trial_index} is outside the plan (0..{len(session.plan) - 1})",
+            status=400,
+        )
+    planned = session.plan[trial.trial_index]
+    correct = trial.choice == planned["correct"]
+    values = dict(
+        session_id=session.id,
+        trial_index=trial.trial_index,
+        choice=trial.choice,
+        confidence=trial.confidence,
+        correct=correct,
+        rt_ms=trial.rt_ms,
+        presented_at=trial.presented_at,
+        responded_at=trial.responded_at,
+        received_at=now(),
+        events=[e.model_dump() for e in trial.events],
+    )
+    existing = _stored(db, session.id, trial.trial_index)
+    if existing is None:
+        if session.status not in TRIAL_STATUSES:
+            raise FlowError(f"session is in state {session.status!r}; no new trials accepted")
+        result = db.execute(_insert(db).values(**values))
+        if result.rowcount == 1:
+            if session.status == "instructions":
+                session.status = "trials"
+            return Stored(duplicate=False, correct=correct)
+        existing = _stored(db, session.id, trial.trial_index)  # lost a race to a twin request
+    same = (existing.choice, existing.confidence, existing.rt_ms) == (
+        trial.choice,
+        trial.confidence,
+        trial.rt_ms,
+    )
+    if not same:
+        raise FlowError(
+            f"trial {trial.trial_index} is already stored with a different answer", status=409
+        )
+    return Stored(duplicate=True, correct=existing.correct)
+
+
+def _stored(db: Session, session_id: int, index: int) -> TrialResponse | None:
+    return db.scalar(
+        select(TrialResponse).where(
+            TrialResponse.session_id == session_id, TrialResponse.trial_index == index
+        )
+    )
+
+
+def stored_indices(db: Session, session: ParticipantSession) -> dict[int, bool]:
+    """Stored trial index -> correct."""
+    rows = db.execute(
+        select(TrialResponse.trial_index, TrialResponse.correct).where(
+            TrialResponse.session_id == session.id
+        )
+    )
+    return dict(rows.tuples().all())
+
+
+@dataclass(frozen=True)
+class Progress:
+    practice_attempt: int  # the attempt in progress or last made (0 with no practice)
+    practice_done: bool
+    next_index: int | None  # first unanswered trial on the participant's path; None when done
+    main_total: int
+    main_done: int
+
+
+def progress(session: ParticipantSession, stored: dict[int, bool]) -> Progress:
+    """Where a participant stands, derived from the plan and stored trials alone."""
+    plan = session.plan
+    n_p = session.n_practice
+    practice = [t for t in plan if t["kind"] == "practice"]
+    max_attempts = len(practice) // n_p if n_p else 0
+    attempt, done, next_index = 0, n_p == 0, None
+    for a in range(1, max_attempts + 1):
+        attempt = a
+        indices = range((a - 1) * n_p, a * n_p)
+        missing = [i for i in indices if i not in stored]
+        if missing:
+            next_index = missing[0]
+            break
+        if all(stored[i] for i in indices) or a == max_attempts:
+            done = True
+            break
+    main = [t["index"] for t in plan if t["kind"] != "practice"]
+    main_done = sum(1 for i in main if i in stored)
+    if done:
+        next_index = next((i for i in main if i not in stored), None)
+    return Progress(attempt, done, next_index, len(main), main_done)
+
+
+def missing_main(session: ParticipantSession, stored: dict[int, bool]) -> list[int]:
+    return [
+        t["index"] for t in session.plan if t["kind"] != "practice" and t["index"] not in stored
+    ]
+
+
+def catch_accuracy(session: ParticipantSession, stored: dict[int, bool]) -> float | None:
+    catch = [t["index"] for t in session.plan if t["kind"] == "catch"]
+    if not catch:
+        return None
+    return sum(stored.get(i, False) for i in catch) / len(catch)
