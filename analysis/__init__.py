@@ -1,1 +1,27 @@
-"""Assay analysis."""
+"""Assay analysis: mixed models that match lme4 (binomial GLMM by Laplace, LMM by (RE)ML)."""
+
+from analysis.design import Design, build_design
+from analysis.fit import glmm, glmm_from_csv, lmm
+from analysis.formula import Formula, parse_formula
+from analysis.result import (
+    ConvergenceWarning,
+    GLMMResult,
+    RandomEffect,
+    SingularFitWarning,
+    anova,
+)
+
+__all__ = [
+    "ConvergenceWarning",
+    "Design",
+    "Formula",
+    "GLMMResult",
+    "RandomEffect",
+    "SingularFitWarning",
+    "anova",
+    "build_design",
+    "glmm",
+    "glmm_from_csv",
+    "lmm",
+    "parse_formula",
+]
