@@ -52,7 +52,7 @@ def trial_rows(db: Session, slug: str, include_preview: bool = False) -> pd.Data
     if not include_preview:
         query = query.where(ParticipantSession.mode != "preview")
     rows = []
-    for response, psession, version in db.execute(query).tuples():
+    for response, psession, version in db.execute(query):
         planned = psession.plan[response.trial_index]
         rows.append(
             {

@@ -65,7 +65,7 @@ def study_progress(db: Session) -> list[StudyProgress]:
             select(ParticipantSession.condition, ParticipantSession.status, func.count())
             .where(ParticipantSession.study_id == study.id, ParticipantSession.mode == "live")
             .group_by(ParticipantSession.condition, ParticipantSession.status)
-        ).tuples()
+        )
         for condition, status, n in rows:
             counts.setdefault(condition, {})[status] = n
         out.append(

@@ -100,8 +100,8 @@ def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> St
     if existing is None:
         if session.status not in TRIAL_STATUSES:
             raise FlowError(f"session is in state {session.status!r}; no new trials accepted")
-        result = db.execute(_insert(db).values(**values))
-        if result.rowcount == 1:
+        inserted = db.scalar(_insert(db).values(**values).returning(TrialResponse.id))
+        if inserted is not None:
             if session.status == "instructions":
                 session.status = "trials"
             return Stored(duplicate=False, correct=correct)
@@ -133,7 +133,7 @@ def stored_indices(db: Session, session: ParticipantSession) -> dict[int, bool]:
             TrialResponse.session_id == session.id
         )
     )
-    return dict(rows.tuples().all())
+    return {index: correct for index, correct in rows}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,352 @@
+"""The participant API and its storage, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from server.extensions import get_db
+from server.models import (
+    ParticipantSession,
+    PlatformIdentity,
+    Study,
+    StudyVersion,
+    TrialResponse,
+)
+from server.tokens import HEADER, sign, verify
+from tests.server.participant_client import Participant, complete
+
+
+def session_of(app, participant: Participant) -> ParticipantSession:
+    public_id = verify(app.config["SECRET_KEY"], participant.token)
+    with app.app_context():
+        return get_db().scalar(
+            select(ParticipantSession).where(ParticipantSession.public_id == public_id)
+        )
+
+
+def n_responses(app, participant: Participant | None = None) -> int:
+    with app.app_context():
+        query = select(func.count()).select_from(TrialResponse)
+        if participant is not None:
+            query = query.where(TrialResponse.session_id == session_of(app, participant).id)
+        return get_db().scalar(query)
+
+
+def test_a_participant_completes_a_study(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-complete-1")
+    plan = session_of(app, p).plan
+    assert p.state()["status"] == "consent"
+    done = complete(p, plan)
+    assert done == {
+        "status": "completed",
+        "code": "DEMO2AFC",
+        "redirect_url": "https://app.prolific.com/submissions/complete?cc=DEMO2AFC",
+    }
+    n_expected = sum(1 for t in plan if t["kind"] != "practice" or t["attempt"] == 1)
+    assert n_responses(app, p) == n_expected
+    stored = session_of(app, p)
+    assert stored.status == "completed" and stored.practice_attempts == 1
+    assert stored.questionnaire == {"difficulty": "easy"}
+
+
+def test_correctness_is_scored_on_the_server(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-score")
+    p.start()
+    first = session_of(app, p).plan[0]
+    wrong = "b" if first["correct"] == "a" else "a"
+    assert p.answer(0, wrong).status_code == 200
+    with app.app_context():
+        row = get_db().scalar(
+            select(TrialResponse).where(
+                TrialResponse.trial_index == 0, TrialResponse.session_id == session_of(app, p).id
+            )
+        )
+    assert (
+        row.correct is False and row.choice == wrong and row.events == [{"type": "blur", "t": 10.0}]
+    )
+
+
+def test_practice_repeats_until_correct_and_counts_attempts(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-practice")
+    p.start()
+    plan = session_of(app, p).plan
+    first = [t for t in plan if t["kind"] == "practice" and t["attempt"] == 1]
+    second = [t for t in plan if t["kind"] == "practice" and t["attempt"] == 2]
+    p.answer(first[0]["index"], "b" if first[0]["correct"] == "a" else "a")
+    for t in first[1:]:
+        p.answer(t["index"], t["correct"])
+    progress = p.state()["progress"]
+    assert progress["practice_done"] is False and progress["practice_attempt"] == 2
+    assert progress["next_index"] == second[0]["index"]
+    for t in second:
+        p.answer(t["index"], t["correct"])
+    progress = p.state()["progress"]
+    assert progress["practice_done"] is True
+    assert progress["next_index"] == next(t["index"] for t in plan if t["kind"] != "practice")
+
+
+def test_replay_is_a_noop_and_a_conflicting_replay_is_refused(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-replay")
+    p.start()
+    assert p.answer(0, "a").json == {"stored": True, "duplicate": False}
+    assert p.answer(0, "a").json == {"stored": True, "duplicate": True}
+    conflict = p.answer(0, "b")
+    assert conflict.status_code == 409
+    assert conflict.json["error"] == "trial 0 is already stored with a different answer"
+    assert n_responses(app, p) == 1
+
+
+def test_same_prolific_id_resumes_the_same_session(app, client, launch):
+    slug = launch()
+    first = Participant(client, slug, pid="PID-resume")
+    first.start()
+    first.answer(0, "a")
+    again = Participant(client.application.test_client(), slug, pid="PID-resume")
+    assert verify(app.config["SECRET_KEY"], again.token) == verify(
+        app.config["SECRET_KEY"], first.token
+    )
+    state = again.state()
+    assert state["status"] == "trials" and state["trials"][0]["stored"] is True
+    with app.app_context():
+        n = get_db().scalar(
+            select(func.count())
+            .select_from(PlatformIdentity)
+            .where(PlatformIdentity.platform_pid == "PID-resume")
+        )
+    assert n == 1
+
+
+def test_declining_consent_ends_the_session(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-decline")
+    assert p.post("consent", {"agree": False}).json == {"status": "declined"}
+    refused = p.answer(0)
+    assert refused.status_code == 409 and "declined" in refused.json["error"]
+    assert session_of(app, p).finished_at is not None
+
+
+def test_failing_catch_trials_gets_the_screenout_code(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-screen")
+    done = complete(p, session_of(app, p).plan, catch_wrong=True)
+    assert done["status"] == "screened_out" and done["code"] == "DEMOSCREEN"
+
+
+def test_finishing_with_missing_trials_is_refused(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-missing")
+    p.start()
+    p.answer(0, "a")
+    response = p.post("finish")
+    assert response.status_code == 409
+    assert "not stored yet" in response.json["error"] and response.json["missing"]
+    assert session_of(app, p).status == "trials"
+
+
+def test_assignment_balances_cells_and_ignores_preview(app, client, launch):
+    slug = launch()
+    for _ in range(3):  # preview sessions: no Prolific ID, each from a fresh browser
+        Participant(client.application.test_client(), slug)
+    for i in range(8):
+        Participant(client.application.test_client(), slug, pid=f"PID-bal-{i}")
+    with app.app_context():
+        rows = (
+            get_db()
+            .execute(
+                select(ParticipantSession.mode, ParticipantSession.cell, func.count())
+                .join(StudyVersion)
+                .join(Study)
+                .where(Study.slug == slug)
+                .group_by(ParticipantSession.mode, ParticipantSession.cell)
+            )
+            .all()
+        )
+    live = sorted(n for mode, _, n in rows if mode == "live")
+    assert live == [2, 2, 2, 2]
+    assert sum(n for mode, _, n in rows if mode == "preview") == 3
+
+
+def test_relaunching_makes_versions_and_sessions_keep_theirs(app, client, launch):
+    slug = launch()
+    old = Participant(client, slug, pid="PID-v1")
+    assert launch(slug) == slug  # identical definition: same version
+    launch(slug, title="A new title")
+    new = Participant(client.application.test_client(), slug, pid="PID-v2")
+    with app.app_context():
+        versions = {
+            s.public_id: s.version.version
+            for s in get_db().scalars(
+                select(ParticipantSession).join(Study).where(Study.slug == slug)
+            )
+        }
+    assert versions[session_of(app, old).public_id] == 1
+    assert versions[session_of(app, new).public_id] == 2
+
+
+BAD_TRIALS = [
+    (
+        {
+            "trial_index": 10_000,
+            "choice": "a",
+            "confidence": 1,
+            "rt_ms": 5,
+            "presented_at": "2026-01-01T00:00:00Z",
+            "responded_at": "2026-01-01T00:00:01Z",
+        },
+        400,
+        r"^trial_index 10000 is outside the plan \(0\.\.\d+\)$",
+    ),
+    (
+        {
+            "trial_index": 0,
+            "choice": "c",
+            "confidence": 1,
+            "rt_ms": 5,
+            "presented_at": "2026-01-01T00:00:00Z",
+            "responded_at": "2026-01-01T00:00:01Z",
+        },
+        400,
+        r"^choice: Input should be 'a' or 'b'$",
+    ),
+    (
+        {
+            "trial_index": 0,
+            "choice": "a",
+            "confidence": 9,
+            "rt_ms": 5,
+            "presented_at": "2026-01-01T00:00:00Z",
+            "responded_at": "2026-01-01T00:00:01Z",
+        },
+        400,
+        r"^confidence: Input should be less than or equal to 3$",
+    ),
+    ({"trial_index": 0, "choice": "a", "confidence": 1}, 400, r"^rt_ms: Field required$"),
+    (
+        {
+            "trial_index": 0,
+            "choice": "a",
+            "confidence": 1,
+            "rt_ms": 5,
+            "correct": True,
+            "presented_at": "2026-01-01T00:00:00Z",
+            "responded_at": "2026-01-01T00:00:01Z",
+        },
+        400,
+        r"^correct: Extra inputs are not permitted$",
+    ),
+]
+
+
+@pytest.mark.parametrize("body,status,message", BAD_TRIALS)
+def test_bad_trials_are_refused_and_store_nothing(app, client, launch, body, status, message):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-bad")
+    p.start()
+    before = n_responses(app)
+    response = p.post("trials", body)
+    assert response.status_code == status
+    assert response.is_json
+    assert re.match(message, response.json["error"]), response.json
+    assert n_responses(app) == before
+
+
+def test_malformed_json_and_oversized_payloads(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-json")
+    p.start()
+    before = n_responses(app)
+    headers = {HEADER: p.token, "Content-Type": "application/json"}
+    broken = client.post("/api/trials", data='{"trial_index": 0,', headers=headers)
+    assert broken.status_code == 400 and broken.json == {"error": "request body is not valid JSON"}
+    huge = client.post("/api/trials", data="[" + "1," * 100_000 + "1]", headers=headers)
+    assert huge.status_code == 413
+    assert huge.json == {"error": "payload too large (limit 65536 bytes)"}
+    not_json = client.post("/api/trials", data="x=1", headers={HEADER: p.token})
+    assert not_json.status_code == 415
+    assert n_responses(app) == before
+
+
+def test_forged_foreign_and_missing_tokens_are_refused(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-token")
+    p.start()
+    public_id = verify(app.config["SECRET_KEY"], p.token)
+    before = n_responses(app)
+    body = {
+        "trial_index": 0,
+        "choice": "a",
+        "confidence": 1,
+        "rt_ms": 5,
+        "presented_at": "2026-01-01T00:00:00Z",
+        "responded_at": "2026-01-01T00:00:01Z",
+    }
+    tokens = {
+        "forged": sign("another-secret", public_id),
+        "tampered": p.token[:-2] + ("AA" if not p.token.endswith("AA") else "BB"),
+        "unknown session": sign(app.config["SECRET_KEY"], "0" * 32),
+        "missing": None,
+    }
+    for name, token in tokens.items():
+        headers = {HEADER: token} if token else {}
+        response = client.post("/api/trials", json=body, headers=headers)
+        assert response.status_code == 401, name
+        assert response.json["error"] in (
+            f"missing or invalid session token ({HEADER} header)",
+            "unknown session",
+        ), name
+    assert n_responses(app) == before
+
+
+def test_unknown_study_and_bad_platform_ids(client):
+    missing = client.get("/s/no-such-study", query_string={"PROLIFIC_PID": "X1"})
+    assert missing.status_code == 404
+    assert "no study &#39;no-such-study&#39;" in missing.get_data(True)
+    api_missing = client.get("/s/no-such-study", headers={"Accept": "application/json"})
+    assert api_missing.status_code == 404
+    assert api_missing.json == {"error": "no study 'no-such-study'"}
+    bad = client.get("/s/anything", query_string={"PROLIFIC_PID": "<script>"})
+    assert bad.status_code == 400
+    assert "PROLIFIC_PID must be 1-100 letters" in bad.get_data(True)
+    assert "<script>" not in bad.get_data(True)
+
+
+def test_images_are_immutable_and_headers_are_strict(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="PID-img")
+    url = p.state()["trials"][0]["query_a"]
+    image = client.get(url)
+    assert image.status_code == 200 and image.mimetype == "image/png"
+    assert image.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert client.get(url, headers={"If-None-Match": image.headers["ETag"]}).status_code == 304
+    assert client.get("/img/" + "0" * 64 + ".png").status_code == 404
+    assert client.get("/img/..%2Fsecret.png").status_code == 404
+    page = client.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "PID-img"})
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp.split("script-src")[1][:20]
+    assert "<script>" not in page.get_data(True) and "<script src=" in page.get_data(True)
+
+
+def test_platform_ids_are_not_logged(client, launch, caplog):
+    slug = launch()
+    with caplog.at_level(logging.DEBUG):
+        Participant(client, slug, pid="SECRETPID12345")
+    assert caplog.records, "entry should log something"
+    assert "SECRETPID12345" not in caplog.text
+
+
+def test_only_the_signed_sessions_own_trials_are_visible(app, client, launch):
+    slug = launch()
+    a = Participant(client, slug, pid="PID-own-a")
+    b = Participant(client.application.test_client(), slug, pid="PID-own-b")
+    a.start()
+    a.answer(0, "a")
+    assert b.state()["trials"][0]["stored"] is False
+    assert n_responses(app, b) == 0
