@@ -272,3 +272,7 @@ def demo(workdir: Path, n_simulated: int, no_serve: bool, port: int) -> None:
             click.echo("serving; press Ctrl+C to stop")
             with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The `assay` command, run as a user would, on a real SQLite database."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, func, select
+
+from assay.cli import main
+from server.export import COLUMNS
+from server.models import Image, StudyVersion
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def study_file(tmp_path, stimulus_dir):
+    shutil.copytree(stimulus_dir, tmp_path / "stimuli")
+    path = tmp_path / "study.toml"
+    shutil.copyfile(ROOT / "experiments" / "demo.toml", path)
+    return path
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
+    return result
+
+
+def count(url, what):
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        n = conn.scalar(select(func.count()).select_from(what))
+    engine.dispose()
+    return n
+
+
+def test_launch_prints_the_url_and_versions_the_study(tmp_path, study_file):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    first = run(
+        "study",
+        "launch",
+        study_file,
+        "--database-url",
+        url,
+        "--base-url",
+        "https://study.example.org",
+    )
+    assert first.exit_code == 0, first.output
+    assert "created version 1" in first.output
+    assert (
+        "https://study.example.org/s/demo-2afc?PROLIFIC_PID={{%PROLIFIC_PID%}}"
+        "&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+    ) in first.output
+    again = run("study", "launch", study_file, "--database-url", url)
+    assert "unchanged, still version 1" in again.output
+    study_file.write_text(study_file.read_text().replace("main = 12", "main = 10"))
+    assert "created version 2" in run("study", "launch", study_file, "--database-url", url).output
+    assert count(url, StudyVersion) == 2
+
+
+def test_broken_study_file_changes_nothing(tmp_path, study_file):
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    assert run("study", "launch", study_file, "--database-url", url).exit_code == 0
+    study_file.write_text(study_file.read_text().replace("main = 12", 'main = "many"'))
+    result = run("study", "launch", study_file, "--database-url", url)
+    assert result.exit_code == 2
+    assert "trials.main: Input should be a valid integer" in result.output
+    assert count(url, StudyVersion) == 1
+
+
+def test_stimuli_import_is_idempotent_and_refuses_corrupt_sets(tmp_path, study_file):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    stimuli = study_file.parent / "stimuli"
+    first = run("stimuli", "import", stimuli, "--database-url", url)
+    assert first.exit_code == 0, first.output
+    n_images = count(url, Image)
+    assert n_images > 0
+    assert run("stimuli", "import", stimuli, "--database-url", url).exit_code == 0
+    assert count(url, Image) == n_images
+    victim = next((stimuli / "images").iterdir())
+    victim.write_bytes(b"not a png")
+    bad = run("stimuli", "import", stimuli, "--database-url", url)
+    assert bad.exit_code == 2 and "content does not match its name (corrupt image)" in bad.output
+
+
+def test_demo_runs_headless_end_to_end_and_exports(tmp_path):
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "assay.cli",
+            "demo",
+            "--simulate",
+            "6",
+            "--no-serve",
+            "--workdir",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "simulated 6 participants" in result.stdout
+    frame = pd.read_csv(workdir / "trials.csv")
+    assert list(frame.columns) == COLUMNS
+    assert frame["participant"].nunique() == 6
+    main_trials = frame[frame.trial_kind != "practice"]
+    assert (main_trials.groupby("participant").size() == 14).all()  # 12 main + 2 catch
+    assert not main_trials.duplicated(["participant", "trial_index"]).any()
+    # the simulated observers look at the images, so they do better than chance
+    assert main_trials["correct"].mean() > 0.6
+    url = f"sqlite:///{workdir / 'assay.db'}"
+    out = tmp_path / "trials.parquet"
+    export = run("export", "demo-2afc", "--out", out, "--database-url", url)
+    assert export.exit_code == 0, export.output
+    assert pd.read_parquet(out).shape == frame.shape

@@ -1,0 +1,68 @@
+"""Researcher pages: login required, CSRF enforced, progress per condition, data download."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pandas as pd
+
+from server.export import COLUMNS
+from server.extensions import get_db
+from server.researchers import create_researcher
+from tests.server.participant_client import Participant, complete
+from tests.server.test_api import session_of
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def login(client, app, username="alice", password="correct horse battery"):
+    with app.app_context():
+        db = get_db()
+        with db.begin():
+            create_researcher(db, username, password)
+    token = CSRF.search(client.get("/login").get_data(True)).group(1)
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token}
+    )
+
+
+def test_dashboard_requires_login(client):
+    response = client.get("/dashboard")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert client.get("/dashboard/anything/trials.csv").status_code == 302
+
+
+def test_login_needs_csrf_token_and_right_password(app, client):
+    with app.app_context():
+        db = get_db()
+        with db.begin():
+            create_researcher(db, "bob", "a long password")
+    no_token = client.post("/login", data={"username": "bob", "password": "a long password"})
+    assert no_token.status_code == 400
+    token = CSRF.search(client.get("/login").get_data(True)).group(1)
+    wrong = client.post("/login", data={"username": "bob", "password": "nope", "csrf_token": token})
+    assert wrong.status_code == 200 and "wrong password" in wrong.get_data(True)
+    assert client.get("/dashboard").status_code == 302
+
+
+def test_dashboard_shows_progress_and_downloads_pseudonymous_data(app, client, launch):
+    slug = launch()
+    done = Participant(app.test_client(), slug, pid="PID-DASH-1")
+    complete(done, session_of(app, done).plan)
+    screened = Participant(app.test_client(), slug, pid="PID-DASH-2")
+    complete(screened, session_of(app, screened).plan, catch_wrong=True)
+    Participant(app.test_client(), slug, pid="PID-DASH-3")
+    assert login(client, app).status_code == 302
+    page = client.get("/dashboard").get_data(True)
+    section = page[page.index(f'id="study-{slug}"') :]
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td>", section)
+    totals = [sum(int(r[i]) for r in rows[:2]) for i in (1, 2, 3)]
+    assert totals == [3, 1, 1]  # started, completed, screened out
+    csv = client.get(f"/dashboard/{slug}/trials.csv")
+    assert csv.status_code == 200 and csv.mimetype == "text/csv"
+    frame = pd.read_csv(io.StringIO(csv.get_data(True)))
+    assert list(frame.columns) == COLUMNS
+    assert frame["participant"].nunique() == 2
+    assert not frame.astype(str).apply(lambda c: c.str.contains("PID-DASH")).any().any()
+    assert set(frame["trial_kind"]) == {"practice", "main", "catch"}
