@@ -1,4 +1,4 @@
-# Reference fits of lme4 with PIRLS run to a tight tolerance (tolPwrss = 1e-10).
+# Reference fits of lme4 with PIRLS run to a tight tolerance (tolPwrss = 1e-12).
 # lme4's default (1e-7) stops PIRLS early and keeps the factor of the previous iterate, so
 # its default GLMM estimates sit a few 1e-4 (relative) away from the optimum of the Laplace
 # deviance; these fits are that optimum. Run: Rscript make_lme4_tight.R SHARED_DIR
@@ -10,7 +10,7 @@ cb$herd <- factor(cb$herd); cb$period <- factor(cb$period)
 sim <- read.csv(file.path(dir, "sim2afc.csv"))
 sim$participant <- factor(sim$participant); sim$item <- factor(sim$item)
 sim$condition <- factor(sim$condition, levels = c("neurons", "dictionary"))
-ctrl <- glmerControl(optimizer = "bobyqa", tolPwrss = 1e-10,
+ctrl <- glmerControl(optimizer = "bobyqa", tolPwrss = 1e-12,
                      optCtrl = list(rhobeg = 2e-3, rhoend = 2e-9, maxfun = 1e5))
 fits <- list(
   cbpp = list(cbind(incidence, size - incidence) ~ period + (1 | herd), cb, "logit"),
@@ -25,7 +25,7 @@ for (nm in names(fits)) {
   vc <- as.data.frame(VarCorr(m))
   out[[nm]] <- list(
     formula = paste(deparse(f[[1]]), collapse = ""), link = f[[3]],
-    engine = paste("lme4", packageVersion("lme4"), "tolPwrss=1e-10"),
+    engine = paste("lme4", packageVersion("lme4"), "tolPwrss=1e-12"),
     fixef = as.list(fixef(m)),
     se = as.list(sqrt(diag(as.matrix(vcov(m))))),
     se_rx = as.list(sqrt(diag(as.matrix(vcov(m, use.hessian = FALSE))))),
