@@ -20,7 +20,6 @@ demo: install
 
 test: install
 	.venv/bin/ruff check .
-	.venv/bin/alembic check
 	.venv/bin/python -m pytest -q
 
 lint: install
