@@ -8,6 +8,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
+from server.app import create_app
 from server.extensions import get_db
 from server.models import (
     ParticipantSession,
@@ -17,6 +18,7 @@ from server.models import (
     TrialResponse,
 )
 from server.tokens import HEADER, sign, verify
+from tests.conftest import app_config
 from tests.server.participant_client import Participant, complete
 
 
@@ -350,3 +352,15 @@ def test_only_the_signed_sessions_own_trials_are_visible(app, client, launch):
     a.answer(0, "a")
     assert b.state()["trials"][0]["stored"] is False
     assert n_responses(app, b) == 0
+
+
+def test_entry_is_rate_limited(database_url, tmp_path):
+    limited = create_app({**app_config(database_url, tmp_path), "ENTRY_RATE_LIMIT": "2 per minute"})
+    client = limited.test_client()
+    slug = "no-such-study-rl"
+    codes = [
+        client.get(f"/s/{slug}", headers={"Accept": "application/json"}).status_code
+        for _ in range(3)
+    ]
+    assert codes == [404, 404, 429]
+    limited.extensions["assay.engine"].dispose()
