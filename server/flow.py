@@ -45,9 +45,10 @@ def _expect(session: ParticipantSession, *statuses: str) -> None:
 
 
 def consent(session: ParticipantSession, data: ConsentIn) -> None:
-    if session.status in ("instructions", "trials") and data.agree:
-        return  # replay after a lost response
-    _expect(session, "consent", "declined")
+    """Declining is final; replaying the same answer (after a lost response) is a no-op."""
+    if (session.status == "declined") == (not data.agree) and session.status != "consent":
+        return
+    _expect(session, "consent")
     session.status = "instructions" if data.agree else "declined"
     session.consented_at = now() if data.agree else None
     if not data.agree:

@@ -7,10 +7,9 @@ a no-op; a replay with a different answer is a conflict. Correctness comes from 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -52,8 +51,8 @@ class TrialIn(BaseModel):
     choice: Literal["a", "b"]
     confidence: int = Field(ge=1, le=3)
     rt_ms: float = Field(ge=0, le=3_600_000)
-    presented_at: datetime
-    responded_at: datetime
+    presented_at: AwareDatetime
+    responded_at: AwareDatetime
     events: list[Event] = Field(default_factory=list, max_length=200)
 
 

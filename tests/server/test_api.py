@@ -132,6 +132,10 @@ def test_declining_consent_ends_the_session(app, client, launch):
     assert p.post("consent", {"agree": False}).json == {"status": "declined"}
     refused = p.answer(0)
     assert refused.status_code == 409 and "declined" in refused.json["error"]
+    assert p.post("consent", {"agree": False}).status_code == 200  # replay: no-op
+    changed = p.post("consent", {"agree": True})
+    assert changed.status_code == 409
+    assert changed.json["error"] == "session is in state 'declined', expected consent"
     assert session_of(app, p).finished_at is not None
 
 
@@ -194,6 +198,18 @@ def test_relaunching_makes_versions_and_sessions_keep_theirs(app, client, launch
 
 
 BAD_TRIALS = [
+    (
+        {
+            "trial_index": 0,
+            "choice": "a",
+            "confidence": 1,
+            "rt_ms": 5,
+            "presented_at": "2026-01-01T00:00:00",
+            "responded_at": "2026-01-01T00:00:01Z",
+        },
+        400,
+        r"^presented_at: Input should have timezone info$",
+    ),
     (
         {
             "trial_index": 10_000,
