@@ -1,0 +1,174 @@
+"""Streaming activations: spatial pooling, position samples for dictionary fitting, and
+running extremes per unit.
+
+Nothing here holds a dataset's activation tensor: batches are reduced as they stream (to a
+bounded sample of position vectors, or to running top-k / bottom-k scores per unit).
+Letters: N images (B in a batch), C channels, H, W spatial, M position vectors, U units.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from stimuli.models import LayerCapture
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "max")
+
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # (M, C) -> (M, K)
+
+
+def pool(acts: torch.Tensor, how: str = "mean") -> torch.Tensor:
+    """Spatial pooling: (N, C, H, W) -> (N, C); (N, C) and (N, T, C) tokens are handled too."""
+    if how not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {how!r}")
+    if acts.ndim == 2:
+        return acts
+    dims = tuple(range(2, acts.ndim))
+    return acts.mean(dim=dims) if how == "mean" else acts.amax(dim=dims)
+
+
+def to_positions(acts: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N*H*W, C) position vectors; (N, C) is returned as it is."""
+    if acts.ndim == 2:
+        return acts
+    if acts.ndim != 4:
+        raise ValueError(
+            f"expected activations (N, C) or (N, C, H, W), got shape {tuple(acts.shape)}"
+        )
+    n, c, h, w = acts.shape
+    return acts.permute(0, 2, 3, 1).reshape(n * h * w, c)  # N*H*W, C
+
+
+def unit_scores(acts: torch.Tensor, encoder: Encoder | None, pooling: str) -> torch.Tensor:
+    """Pooled unit activations (N, U): channels if ``encoder`` is None, else dictionary codes.
+
+    With an encoder, every position vector is encoded, (N*H*W, C) -> (N*H*W, K), the codes are
+    laid back out as (N, K, H, W) and pooled like channels.
+    """
+    if encoder is None:
+        return pool(acts, pooling)
+    if acts.ndim == 2:
+        return encoder(acts)  # N, K
+    n, _, h, w = acts.shape
+    codes = encoder(to_positions(acts))  # N*H*W, K
+    codes = codes.reshape(n, h, w, -1).permute(0, 3, 1, 2)  # N, K, H, W
+    return pool(codes, pooling)
+
+
+@torch.no_grad()
+def sample_positions(
+    model: nn.Module,
+    layers: Sequence[str],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    per_image: int,
+    max_samples: int,
+    generator: torch.Generator,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Up to ``max_samples`` position vectors per layer, ``per_image`` random ones per image.
+
+    Returns {layer: float32 (M, C)} on the CPU. Memory is bounded by ``max_samples``.
+    """
+    if per_image < 1 or max_samples < 1:
+        raise ValueError("per_image and max_samples must be positive")
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    count = 0
+    with LayerCapture(model, layers) as cap:
+        for _, x in batches:
+            model(x.to(device))
+            take = 0
+            for name in layers:
+                acts = cap.outputs[name]
+                b = acts.shape[0]
+                if acts.ndim == 2:
+                    rows = acts  # B, C
+                else:
+                    hw = acts.shape[2] * acts.shape[3]
+                    k = min(per_image, hw)
+                    pick = torch.rand(b, hw, generator=generator).argsort(dim=1)[:, :k]  # B, k
+                    flat = acts.flatten(2)  # B, C, H*W
+                    rows = torch.gather(
+                        flat, 2, pick.to(flat.device)[:, None, :].expand(-1, flat.shape[1], -1)
+                    )
+                    rows = rows.permute(0, 2, 1).reshape(-1, flat.shape[1])  # B*k, C
+                rows = rows[: max_samples - count].float().cpu()
+                chunks[name].append(rows)
+                take = len(rows)
+            count += take
+            if count >= max_samples:
+                break
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+class RunningExtremes:
+    """Running top-k and bottom-k scores per unit over a stream of batches.
+
+    ``update(index, scores)`` with index int64 (B,) and scores (B, U). Keeps only
+    ``top_values_`` / ``top_indices_`` and ``bottom_values_`` / ``bottom_indices_``, each (U, k),
+    ordered most extreme first (ties broken by the smaller image index), and the scores of a
+    fixed ``subset`` of image indices, ``subset_scores_`` (R, U), for percentile queries.
+    Memory is O(U * (k + R)) whatever the number of images.
+    """
+
+    def __init__(self, k: int, *, subset: torch.Tensor | None = None):
+        self.k = k
+        self.subset = subset
+
+    def _init(self, n_units: int, dtype: torch.dtype, device: torch.device) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be positive, not {self.k}")
+        empty = torch.empty(n_units, 0, dtype=dtype, device=device)
+        empty_idx = torch.empty(n_units, 0, dtype=torch.int64, device=device)
+        self.top_values_, self.top_indices_ = empty, empty_idx
+        self.bottom_values_, self.bottom_indices_ = empty.clone(), empty_idx.clone()
+        subset = torch.empty(0, dtype=torch.int64) if self.subset is None else self.subset
+        self.subset_index_ = torch.sort(subset.to(torch.int64)).values.to(device)  # R
+        self.subset_scores_ = torch.full(
+            (len(subset), n_units), float("nan"), dtype=dtype, device=device
+        )
+        self.n_seen_ = 0
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, scores: torch.Tensor) -> RunningExtremes:
+        if scores.ndim != 2 or index.shape != (scores.shape[0],):
+            raise ValueError(
+                "expected index (B,) and scores (B, U), got "
+                f"{tuple(index.shape)} and {tuple(scores.shape)}"
+            )
+        if not hasattr(self, "top_values_"):
+            self._init(scores.shape[1], scores.dtype, scores.device)
+        index = index.to(scores.device)
+        n_units = scores.shape[1]
+        idx = index[None, :].expand(n_units, -1)  # U, B
+        vals = scores.T  # U, B
+        self.top_values_, self.top_indices_ = _merge(
+            self.top_values_, self.top_indices_, vals, idx, self.k, descending=True
+        )
+        self.bottom_values_, self.bottom_indices_ = _merge(
+            self.bottom_values_, self.bottom_indices_, vals, idx, self.k, descending=False
+        )
+        if len(self.subset_index_):
+            pos = torch.searchsorted(self.subset_index_, index).clamp(
+                max=len(self.subset_index_) - 1
+            )
+            hit = self.subset_index_[pos] == index  # B
+            self.subset_scores_[pos[hit]] = scores[hit]
+        self.n_seen_ += int(index.shape[0])
+        return self
+
+
+def _merge(values, indices, new_values, new_indices, k, *, descending):
+    """Merge (U, k) running extremes with (U, B) new scores; keep k, ties -> smaller index."""
+    vals = torch.cat([values, new_values], dim=1)  # U, k+B
+    idx = torch.cat([indices, new_indices], dim=1)
+    by_index = torch.argsort(idx, dim=1, stable=True)
+    vals, idx = vals.gather(1, by_index), idx.gather(1, by_index)
+    order = torch.argsort(vals, dim=1, descending=descending, stable=True)[:, :k]
+    return vals.gather(1, order), idx.gather(1, order)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from stimuli.nmf import NMF
+from stimuli.sae import TopKSAE
+from tests.stimuli.conftest import matched_cosine, planted_dictionary
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_dictionary(6000, 64, 16, active=3, seed=0)
+
+
+def test_nmf_recovers_planted_atoms(planted):
+    X, atoms = planted
+    nmf = NMF(16, random_state=0).fit(X)
+    assert matched_cosine(atoms, nmf.get_dictionary()) >= 0.95
+    assert nmf.relative_error_ < 0.05
+    assert nmf.explained_variance_ > 0.99
+    assert nmf.dead_components_ == []
+    codes = nmf.transform(X[:100])
+    assert codes.shape == (100, 16) and (codes >= 0).all()
+    assert torch.allclose(nmf.decode(codes), X[:100], atol=0.05)
+
+
+def test_nmf_warm_start_on_a_subsample_also_recovers(planted):
+    X, atoms = planted
+    nmf = NMF(16, subsample=1000, random_state=1).fit(X)
+    assert matched_cosine(atoms, nmf.components_) >= 0.95
+
+
+def test_nmf_is_reproducible(planted):
+    X, _ = planted
+    a = NMF(8, random_state=3).fit(X[:2000]).components_
+    b = NMF(8, random_state=3).fit(X[:2000]).components_
+    assert torch.equal(a, b)
+
+
+def test_sae_recovers_planted_atoms(planted):
+    X, atoms = planted
+    # an overcomplete dictionary (2x), as SAEs are used; each planted atom is matched to one feature
+    sae = TopKSAE(32, k=3, epochs=20, decoder_bias=False, random_state=0).fit(X)
+    assert matched_cosine(atoms, sae.get_dictionary()) >= 0.95
+    assert sae.relative_error_ < 0.25
+    codes = sae.encode(X[:100])
+    assert codes.shape == (100, 32) and ((codes > 0).sum(dim=1) <= 3).all()
+    assert sae.decode(codes).shape == (100, 64)
+
+
+def test_sae_is_reproducible(planted):
+    X, _ = planted
+    a = TopKSAE(8, k=2, epochs=2, random_state=5).fit(X[:1000]).W_dec_
+    b = TopKSAE(8, k=2, epochs=2, random_state=5).fit(X[:1000]).W_dec_
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "X", "message"),
+    [
+        (NMF(4), -torch.ones(10, 5), "^X has negative entries; NMF needs non-negative data$"),
+        (NMF(4), torch.ones(10), r"^X must be a non-empty 2-D matrix \(N, C\), got shape \(10,\)$"),
+        (
+            NMF(9),
+            torch.ones(10, 5),
+            r"^n_components must be an int in \[1, min\(N, C\) = 5\], got 9$",
+        ),
+        (NMF(2), torch.full((4, 4), float("nan")), "^X contains NaN or infinite values$"),
+        (TopKSAE(4, k=5), torch.ones(10, 5), r"^k must be an int in \[1, n_features = 4\], got 5$"),
+    ],
+)
+def test_bad_input(estimator, X, message):
+    with pytest.raises(ValueError, match=message):
+        estimator.fit(X)
+
+
+@pytest.mark.parametrize("estimator", [NMF(2), TopKSAE(2, k=1)])
+def test_transform_before_fit(estimator):
+    with pytest.raises(ValueError, match="is not fitted yet; call fit first$"):
+        estimator.encode(torch.ones(3, 4))
