@@ -1,0 +1,36 @@
+"""The WSGI entry point: ``gunicorn -c deploy/gunicorn.conf.py server.wsgi:app``.
+
+Creating the app at import is right here and nowhere else: this is the module gunicorn imports
+in each worker. Configuration comes from the environment (see server/config.py and
+deploy/README.md).
+
+Behind a reverse proxy set ASSAY_TRUSTED_PROXIES to the number of proxies in front (1 for the
+nginx of deploy/nginx.conf): the client address then comes from X-Forwarded-For, so that the
+per-address rate limit on entry counts participants and not the proxy. Leave it 0 when clients
+connect directly, or they could forge their address.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from server.app import create_app
+
+app = create_app()
+
+_proxies = int(os.environ.get("ASSAY_TRUSTED_PROXIES", "0"))
+if _proxies:
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=_proxies, x_proto=_proxies, x_host=_proxies)
+
+# Under gunicorn, the server's own log lines go where gunicorn's error log goes (and through
+# its filters, which scrub query strings).
+_gunicorn = logging.getLogger("gunicorn.error")
+if _gunicorn.handlers:
+    _server_log = logging.getLogger("server")
+    _server_log.handlers = list(_gunicorn.handlers)
+    _server_log.setLevel(_gunicorn.level)
+    _server_log.propagate = False
+logging.getLogger(__name__).info("assay app ready in worker %d", os.getpid())
