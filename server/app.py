@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-    "form-action 'self'"
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "  # jspsych.css: data: fonts
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 
 

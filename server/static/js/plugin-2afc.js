@@ -1,0 +1,284 @@
+/* Assay's jsPsych 8 plugin for the 2AFC exemplar trial (Borowski et al. 2021).
+ *
+ * Minimally activating references on one side, maximally activating ones on the other, two
+ * query images (A, B) in the middle; six buttons (choice x confidence) that unlock after
+ * `response_lock_ms`. RT is measured with performance.now() from the frame in which the
+ * images are first shown. Focus, visibility, fullscreen and network events during the trial
+ * are logged as {type, t} with t in ms since that moment. When `correct` is given, a
+ * feedback screen follows the response. `on_response` is called with the trial data as
+ * soon as the participant answers (before any feedback), so the caller can send it at once.
+ *
+ * Every element is built with the DOM API: no HTML strings, nothing for CSP to object to.
+ */
+/* global jsPsychModule */
+var jsPsych2afc = (function (jspsych) {
+  "use strict";
+
+  const P = jspsych.ParameterType;
+
+  const info = {
+    name: "assay-2afc",
+    version: "1.0.0",
+    parameters: {
+      /** Index of this trial in the participant's plan (sent back with the answer). */
+      trial_index: { type: P.INT, default: undefined },
+      /** URLs of the maximally activating reference images. */
+      ref_max: { type: P.IMAGE, default: undefined, array: true },
+      /** URLs of the minimally activating reference images. */
+      ref_min: { type: P.IMAGE, default: undefined, array: true },
+      /** URL of query image A (shown first, on the left of the pair). */
+      query_a: { type: P.IMAGE, default: undefined },
+      /** URL of query image B. */
+      query_b: { type: P.IMAGE, default: undefined },
+      /** Side of the maximally activating references: "left" or "right". */
+      max_side: { type: P.STRING, default: "right" },
+      /** Milliseconds from the images' onset during which the buttons stay disabled. */
+      response_lock_ms: { type: P.INT, default: 1500 },
+      /** Text of the progress indicator, e.g. "Trial 7 of 40"; null hides it. */
+      progress_text: { type: P.STRING, default: null },
+      /** Correct answer ("a" or "b"); when given, feedback is shown after the response. */
+      correct: { type: P.STRING, default: null },
+      /** Called with the trial data the moment the participant responds. */
+      on_response: { type: P.FUNCTION, default: null },
+      /** Label of the button that ends the feedback screen. */
+      continue_label: { type: P.STRING, default: "Continue" },
+    },
+    data: {
+      trial_index: { type: P.INT },
+      /** "a" or "b". */
+      choice: { type: P.STRING },
+      /** 1 (unsure), 2 (sure) or 3 (very sure). */
+      confidence: { type: P.INT },
+      /** Response time in ms from image onset, performance.now() resolution. */
+      rt_ms: { type: P.FLOAT },
+      /** ISO 8601 wall-clock time of image onset and of the response. */
+      presented_at: { type: P.STRING },
+      responded_at: { type: P.STRING },
+      /** [{type, t}] focus/blur/visibility/fullscreen/network events during the trial. */
+      events: { type: P.COMPLEX, array: true },
+      /** Whether the answer was right, when `correct` was given (feedback trials). */
+      answered_correctly: { type: P.BOOL },
+    },
+  };
+
+  // Button order, left to right: A very sure ... B very sure.
+  const BUTTONS = [
+    ["a", 3, "very sure"],
+    ["a", 2, "sure"],
+    ["a", 1, "unsure"],
+    ["b", 1, "unsure"],
+    ["b", 2, "sure"],
+    ["b", 3, "very sure"],
+  ];
+  const MAX_EVENTS = 200;
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function image(src, alt) {
+    const img = el("img");
+    img.src = src;
+    img.alt = alt;
+    img.draggable = false;
+    return img;
+  }
+
+  function referenceColumn(kind, urls, heading) {
+    const section = el("section", "afc-refs afc-" + kind);
+    section.appendChild(el("h2", "afc-heading", heading));
+    const grid = el("div", "afc-grid");
+    urls.forEach((url, i) => grid.appendChild(image(url, heading + " example " + (i + 1))));
+    section.appendChild(grid);
+    return section;
+  }
+
+  function gridShape(k) {
+    const cols = Math.max(1, Math.ceil(Math.sqrt(k)));
+    return { cols: cols, rows: Math.max(1, Math.ceil(k / cols)) };
+  }
+
+  class TwoAFCPlugin {
+    static info = info;
+
+    constructor(jsPsych) {
+      this.jsPsych = jsPsych;
+    }
+
+    trial(display_element, trial) {
+      const side = trial.max_side === "left" ? "left" : "right";
+      const shape = gridShape(Math.max(trial.ref_max.length, trial.ref_min.length));
+
+      const root = el("div", "afc");
+      root.dataset.trialIndex = String(trial.trial_index);
+      root.style.setProperty("--cols", String(shape.cols));
+      root.style.setProperty("--rows", String(shape.rows));
+
+      const header = el("div", "afc-header");
+      if (trial.progress_text) header.appendChild(el("div", "afc-progress", trial.progress_text));
+      header.appendChild(
+        el(
+          "p",
+          "afc-question",
+          "Which image in the middle belongs with the strongly activating examples " +
+            "(the " + side + " side)?"
+        )
+      );
+      root.appendChild(header);
+
+      const stage = el("div", "afc-stage");
+      stage.style.visibility = "hidden"; // until every image is decoded
+      const minCol = referenceColumn("min", trial.ref_min, "Weakly activating");
+      const maxCol = referenceColumn("max", trial.ref_max, "Strongly activating");
+      const queries = el("section", "afc-queries");
+      queries.appendChild(el("h2", "afc-heading", "Which belongs on the " + side + "?"));
+      const pair = el("div", "afc-pair");
+      const figures = {};
+      for (const [key, url] of [["a", trial.query_a], ["b", trial.query_b]]) {
+        const fig = el("figure", "afc-query");
+        fig.dataset.query = key;
+        fig.appendChild(image(url, "query " + key.toUpperCase()));
+        fig.appendChild(el("figcaption", null, key.toUpperCase()));
+        pair.appendChild(fig);
+        figures[key] = fig;
+      }
+      queries.appendChild(pair);
+      const columns = side === "right" ? [minCol, queries, maxCol] : [maxCol, queries, minCol];
+      columns.forEach((c) => stage.appendChild(c));
+      root.appendChild(stage);
+
+      const footer = el("div", "afc-footer");
+      const buttons = el("div", "afc-buttons");
+      const buttonEls = BUTTONS.map(([choice, confidence, label]) => {
+        const b = el("button", "jspsych-btn afc-btn afc-" + choice);
+        b.type = "button";
+        b.disabled = true;
+        b.dataset.choice = choice;
+        b.dataset.confidence = String(confidence);
+        b.appendChild(el("strong", null, choice.toUpperCase()));
+        b.appendChild(el("span", null, label));
+        b.setAttribute("aria-label", choice.toUpperCase() + ", " + label);
+        buttons.appendChild(b);
+        return b;
+      });
+      footer.appendChild(buttons);
+      root.appendChild(footer);
+
+      display_element.replaceChildren(root);
+
+      // --- events during the trial -------------------------------------------------------
+      let t0 = null;
+      const events = [];
+      const log = (type) => {
+        if (events.length >= MAX_EVENTS) return;
+        const t = t0 === null ? 0 : performance.now() - t0;
+        events.push({ type: type, t: Math.round(Math.max(0, t) * 10) / 10 });
+      };
+      const listeners = [
+        [window, "focus", () => log("focus")],
+        [window, "blur", () => log("blur")],
+        [window, "online", () => log("online")],
+        [window, "offline", () => log("offline")],
+        [
+          document,
+          "visibilitychange",
+          () => log(document.visibilityState === "hidden" ? "visibilityhidden" : "visibilityvisible"),
+        ],
+        [
+          document,
+          "fullscreenchange",
+          () => log(document.fullscreenElement ? "fullscreenenter" : "fullscreenexit"),
+        ],
+      ];
+      listeners.forEach(([target, type, fn]) => target.addEventListener(type, fn));
+      const unlisten = () =>
+        listeners.forEach(([target, type, fn]) => target.removeEventListener(type, fn));
+
+      // --- response ------------------------------------------------------------------------
+      let data = null;
+      const respond = (button) => {
+        if (data !== null || t0 === null) return;
+        const now = performance.now();
+        data = {
+          trial_index: trial.trial_index,
+          choice: button.dataset.choice,
+          confidence: Number(button.dataset.confidence),
+          rt_ms: Math.round((now - t0) * 10) / 10,
+          presented_at: presentedAt,
+          responded_at: new Date().toISOString(),
+          events: events.slice(),
+        };
+        buttonEls.forEach((b) => (b.disabled = true));
+        button.classList.add("afc-chosen");
+        if (trial.correct === "a" || trial.correct === "b") {
+          data.answered_correctly = data.choice === trial.correct;
+        }
+        if (typeof trial.on_response === "function") trial.on_response(data);
+        if (data.answered_correctly === undefined) {
+          finish();
+        } else {
+          showFeedback();
+        }
+      };
+      buttonEls.forEach((b) => b.addEventListener("click", () => respond(b)));
+
+      const finish = () => {
+        unlisten();
+        this.jsPsych.finishTrial(data);
+      };
+
+      const showFeedback = () => {
+        const right = data.answered_correctly;
+        root.classList.add("afc-feedback", right ? "afc-right" : "afc-wrong");
+        figures[trial.correct].classList.add("afc-target");
+        figures[data.choice].classList.add("afc-picked");
+        const box = el("div", "afc-feedback-box");
+        box.setAttribute("role", "status");
+        box.appendChild(
+          el(
+            "p",
+            "afc-feedback-text",
+            (right ? "Correct! " : "Not quite. ") +
+              "Image " + trial.correct.toUpperCase() +
+              " belongs with the strongly activating examples (outlined in green)."
+          )
+        );
+        const next = el("button", "jspsych-btn afc-continue", trial.continue_label);
+        next.type = "button";
+        next.addEventListener("click", finish);
+        box.appendChild(next);
+        footer.replaceChildren(box);
+        next.focus();
+      };
+
+      // --- onset: show the images once decoded, start the clock in the frame they appear ----
+      let presentedAt = null;
+      const imgs = Array.from(stage.querySelectorAll("img"));
+      const decoded = Promise.all(imgs.map((img) => img.decode().catch(() => undefined)));
+      const timeout = new Promise((resolve) => setTimeout(resolve, 5000));
+      Promise.race([decoded, timeout]).then(() => {
+        if (!root.isConnected) return;
+        stage.style.visibility = "visible";
+        requestAnimationFrame(() => {
+          t0 = performance.now();
+          presentedAt = new Date().toISOString();
+          root.dataset.shown = "1";
+          const unlock = () => {
+            buttonEls.forEach((b) => (b.disabled = false));
+            root.dataset.unlocked = "1";
+          };
+          if (trial.response_lock_ms > 0) {
+            this.jsPsych.pluginAPI.setTimeout(unlock, trial.response_lock_ms);
+          } else {
+            unlock();
+          }
+        });
+      });
+    }
+  }
+
+  return TwoAFCPlugin;
+})(jsPsychModule);

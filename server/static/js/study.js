@@ -1,0 +1,735 @@
+/* The participant's side of an Assay study.
+ *
+ * Reads the session token from <body data-token>, asks the server where the session stands
+ * (GET /api/state) and builds the jsPsych timeline from there: consent, instructions,
+ * preload, practice loop, main trials, questionnaire, debrief, finish.
+ *
+ * Every answer goes through an outbox kept in localStorage (per token) and sent in order in
+ * the background, retried with exponential backoff while offline or while the server fails,
+ * so the participant never waits for the network. A journal of this browser's answers
+ * (also in localStorage) lets a reload resume after the last answer even when the outbox
+ * has not been delivered yet, and lets the finish step resend what the server says is
+ * missing. The completion redirect happens only once the server confirms every trial.
+ */
+/* global initJsPsych, jsPsychModule, jsPsychHtmlButtonResponse, jsPsychSurveyHtmlForm,
+   jsPsychPreload, jsPsych2afc */
+(function () {
+  "use strict";
+
+  const HEADER = "X-Assay-Session";
+  const REQUEST_TIMEOUT_MS = 15000;
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 30000;
+
+  // --- small helpers -----------------------------------------------------------------------
+
+  function escapeHtml(text) {
+    const div = document.createElement("div");
+    div.textContent = String(text);
+    return div.innerHTML.replace(/"/g, "&quot;");
+  }
+
+  /** Researcher text as escaped paragraphs: blank lines separate paragraphs. */
+  function paragraphs(text) {
+    return String(text)
+      .trim()
+      .split(/\n\s*\n/)
+      .map((p) => "<p>" + escapeHtml(p.replace(/\s*\n\s*/g, " ")) + "</p>")
+      .join("");
+  }
+
+  function backoff(tries) {
+    const ms = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.max(0, tries - 1));
+    return ms * (0.75 + Math.random() * 0.5);
+  }
+
+  const store = {
+    memory: {},
+    get(key) {
+      try {
+        const raw = window.localStorage.getItem(key);
+        return raw === null ? null : JSON.parse(raw);
+      } catch (e) {
+        return key in this.memory ? this.memory[key] : null;
+      }
+    },
+    set(key, value) {
+      this.memory[key] = value;
+      try {
+        window.localStorage.setItem(key, JSON.stringify(value));
+      } catch (e) {
+        /* storage full or disabled: the in-memory copy still serves this page */
+      }
+    },
+    remove(key) {
+      delete this.memory[key];
+      try {
+        window.localStorage.removeItem(key);
+      } catch (e) {
+        /* nothing to do */
+      }
+    },
+  };
+
+  /** One HTTP exchange; resolves {status, data}, rejects on a network failure or timeout. */
+  async function request(token, method, path, body) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
+    try {
+      const init = { method: method, headers: { [HEADER]: token }, signal: controller.signal };
+      if (body !== undefined) {
+        init.headers["Content-Type"] = "application/json";
+        init.body = JSON.stringify(body);
+      }
+      const response = await fetch(path, init);
+      let data = null;
+      try {
+        data = await response.json();
+      } catch (e) {
+        data = null;
+      }
+      return { status: response.status, data: data };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  const retryable = (status) => status >= 500 || status === 408 || status === 429;
+
+  /** Sleep that an 'online' event cuts short. */
+  function pause(ms) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        window.removeEventListener("online", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      window.addEventListener("online", done);
+    });
+  }
+
+  /** A request retried (with backoff) until the server gives a non-retryable answer. */
+  async function requestUntilAnswered(token, method, path, body, onWait) {
+    for (let tries = 1; ; tries++) {
+      if (navigator.onLine) {
+        try {
+          const res = await request(token, method, path, body);
+          if (!retryable(res.status)) return res;
+        } catch (e) {
+          /* network failure: retry below */
+        }
+      }
+      if (onWait) onWait(tries);
+      await pause(navigator.onLine ? backoff(tries) : 5000);
+    }
+  }
+
+  // --- the outbox ----------------------------------------------------------------------------
+
+  class Outbox {
+    constructor(token, onChange) {
+      this.token = token;
+      this.key = "assay.outbox." + token;
+      this.journalKey = "assay.answers." + token;
+      this.items = store.get(this.key) || []; // [{path, body}], sent in order
+      this.journal = store.get(this.journalKey) || {}; // trial index -> body, this browser's
+      this.onChange = onChange;
+      this.tries = 0;
+      this.running = false;
+      this.waiters = [];
+      window.addEventListener("online", () => this.changed());
+      window.addEventListener("offline", () => this.changed());
+    }
+
+    get size() {
+      return this.items.length;
+    }
+
+    get retrying() {
+      return this.tries > 0;
+    }
+
+    answered(index) {
+      return Object.prototype.hasOwnProperty.call(this.journal, String(index));
+    }
+
+    answer(index) {
+      return this.answered(index) ? this.journal[String(index)] : null;
+    }
+
+    save() {
+      store.set(this.key, this.items);
+      store.set(this.journalKey, this.journal);
+    }
+
+    changed() {
+      if (this.onChange) this.onChange(this);
+    }
+
+    push(path, body) {
+      this.items.push({ path: path, body: body });
+      this.save();
+      this.changed();
+      this.kick();
+    }
+
+    addTrial(body) {
+      this.journal[String(body.trial_index)] = body;
+      this.push("/api/trials", body);
+    }
+
+    /** Queue again the journalled trials the server says it lacks; returns how many. */
+    resend(indices) {
+      let n = 0;
+      for (const index of indices) {
+        const body = this.answer(index);
+        if (body === null) continue;
+        const queued = this.items.some(
+          (it) => it.path === "/api/trials" && it.body.trial_index === body.trial_index
+        );
+        if (!queued) this.items.push({ path: "/api/trials", body: body });
+        n += 1;
+      }
+      this.save();
+      this.changed();
+      this.kick();
+      return n;
+    }
+
+    /** Resolves once every item has been delivered (or dropped). */
+    whenEmpty() {
+      if (this.items.length === 0 && !this.running) return Promise.resolve();
+      this.kick();
+      return new Promise((resolve) => this.waiters.push(resolve));
+    }
+
+    clear() {
+      this.items = [];
+      this.journal = {};
+      store.remove(this.key);
+      store.remove(this.journalKey);
+    }
+
+    async kick() {
+      if (this.running) return;
+      this.running = true;
+      try {
+        while (this.items.length > 0) {
+          if (!navigator.onLine) {
+            this.changed();
+            await pause(5000);
+            continue;
+          }
+          const item = this.items[0];
+          let outcome;
+          try {
+            const res = await request(this.token, "POST", item.path, item.body);
+            if (res.status >= 200 && res.status < 300) outcome = "done";
+            else if (retryable(res.status)) outcome = "retry";
+            else outcome = this.drop(item, res);
+          } catch (e) {
+            outcome = "retry";
+          }
+          if (outcome === "retry") {
+            this.tries += 1;
+            this.changed();
+            await pause(backoff(this.tries));
+            continue;
+          }
+          this.tries = 0;
+          this.items.shift();
+          this.save();
+          this.changed();
+        }
+      } finally {
+        this.running = false;
+        this.changed();
+        const waiters = this.waiters;
+        this.waiters = [];
+        waiters.forEach((resolve) => resolve());
+      }
+    }
+
+    /** A refused item (409 conflict, 400 ...): reported and dropped, never retried. */
+    drop(item, res) {
+      const why = (res.data && res.data.error) || "HTTP " + res.status;
+      console.error("Assay: the server refused " + item.path + " (" + res.status + "): " + why);
+      if (item.path === "/api/trials" && res.status !== 409) {
+        // Not stored at all: forget it, so a reload asks this trial again.
+        delete this.journal[String(item.body.trial_index)];
+      }
+      return "drop";
+    }
+  }
+
+  // --- network status indicator --------------------------------------------------------------
+
+  function statusIndicator(element) {
+    return (outbox) => {
+      if (!element) return;
+      let text = "";
+      const n = outbox.size;
+      if (!navigator.onLine) {
+        text = "Offline: " + n + " answer" + (n === 1 ? "" : "s") + " waiting to be sent";
+      } else if (n > 0 && outbox.retrying) {
+        text = "Connection problem: retrying (" + n + " waiting)";
+      }
+      element.textContent = text;
+      element.hidden = text === "";
+      element.dataset.pending = String(n);
+      element.dataset.state = !navigator.onLine ? "offline" : n > 0 ? "saving" : "idle";
+    };
+  }
+
+  // --- a step that runs an async task while showing a message ------------------------------
+
+  class TaskPlugin {
+    static info = {
+      name: "assay-task",
+      version: "1.0.0",
+      parameters: {
+        /** async (say) => data; `say(text)` replaces the message on screen. */
+        run: { type: jsPsychModule.ParameterType.FUNCTION, default: undefined },
+        message: { type: jsPsychModule.ParameterType.STRING, default: "" },
+      },
+      data: {},
+    };
+
+    constructor(jsPsych) {
+      this.jsPsych = jsPsych;
+    }
+
+    trial(display_element, trial) {
+      const box = document.createElement("div");
+      box.className = "assay-task";
+      box.setAttribute("role", "status");
+      display_element.replaceChildren(box);
+      const say = (text) => {
+        box.textContent = text;
+      };
+      say(trial.message);
+      Promise.resolve()
+        .then(() => trial.run(say, box))
+        .then(
+          () => this.jsPsych.finishTrial({}),
+          (err) => {
+            console.error("Assay:", err);
+            say(
+              "Something went wrong: " + (err && err.message ? err.message : err) +
+                ". Please reload the page; your answers so far are kept."
+            );
+          }
+        );
+    }
+  }
+
+  const forever = () => new Promise(() => undefined);
+
+  // --- where to resume ---------------------------------------------------------------------
+
+  /** The practice attempts and main trials still to do, from server state and journal. */
+  function resumePoint(state, outbox) {
+    const answered = (t) => t.stored || outbox.answered(t.index);
+    const maxAttempts = state.practice.max_attempts;
+    const attempts = [];
+    for (let a = 1; a <= maxAttempts; a++) {
+      attempts.push(
+        state.trials
+          .filter((t) => t.phase === "practice" && t.attempt === a)
+          .sort((x, y) => x.index - y.index)
+      );
+    }
+    const server = state.progress;
+    const allCorrect = (a) => {
+      if (a < server.practice_attempt) return false; // the server saw this attempt fail
+      return attempts[a - 1].every((t) => {
+        const mine = outbox.answer(t.index);
+        return mine === null ? true : mine.choice === t.correct; // unknown: trust the server
+      });
+    };
+    let start = null;
+    let done = server.practice_done || attempts.every((ts) => ts.length === 0);
+    for (let a = 1; a <= maxAttempts && !done; a++) {
+      const ts = attempts[a - 1];
+      if (ts.length === 0) break;
+      if (ts.some((t) => !answered(t))) {
+        start = a;
+        break;
+      }
+      if (a === maxAttempts || allCorrect(a)) done = true;
+    }
+    if (start === null) done = true;
+    const main = state.trials
+      .filter((t) => t.phase === "main")
+      .sort((x, y) => x.index - y.index);
+    return { attempts, start, done, allCorrect, answered, main };
+  }
+
+  // --- the timeline ------------------------------------------------------------------------
+
+  function buildTimeline(jsPsych, state, outbox, token) {
+    const opts = state.two_afc;
+    const timeline = [];
+    const flags = { declined: false, practiceShown: false };
+    const button = (stimulus, choices, extra) =>
+      Object.assign(
+        { type: jsPsychHtmlButtonResponse, stimulus: stimulus, choices: choices },
+        extra || {}
+      );
+    const onlyIf = (test, nodes) => ({ timeline: nodes, conditional_function: test });
+    const endScreen = (html) => ({
+      type: TaskPlugin,
+      run: (say, box) => {
+        box.innerHTML = html;
+        return forever();
+      },
+    });
+
+    const status = state.status;
+    if (status === "declined") {
+      timeline.push(endScreen(paragraphs("You have declined to take part. Thank you for your time; you may close this page.")));
+      return timeline;
+    }
+
+    if (status === "consent") {
+      timeline.push(
+        button(
+          "<h1>" + escapeHtml(state.title) + "</h1>" + paragraphs(state.texts.consent),
+          ["I agree", "I do not agree"],
+          {
+            css_classes: ["assay-text"],
+            on_finish: (data) => {
+              flags.declined = data.response !== 0;
+              outbox.push("/api/consent", { agree: !flags.declined });
+            },
+          }
+        )
+      );
+      timeline.push(
+        onlyIf(() => flags.declined, [
+          endScreen(
+            paragraphs(
+              "You have declined to take part, and that has been recorded. " +
+                "Thank you for your time; you may close this page."
+            )
+          ),
+        ])
+      );
+    }
+
+    if (status === "consent" || status === "instructions") {
+      timeline.push(
+        button("<h1>Instructions</h1>" + paragraphs(state.texts.instructions), ["Start"], {
+          css_classes: ["assay-text"],
+          on_finish: (data) => {
+            outbox.push("/api/instructions", {
+              seconds: Math.round((data.rt || 0) / 100) / 10,
+            });
+          },
+        })
+      );
+    }
+
+    if (["consent", "instructions", "trials"].includes(status)) {
+      addTrials(timeline);
+      timeline.push(savingStep());
+      addQuestionnaire(timeline);
+    }
+
+    if (status !== "completed" && status !== "screened_out") {
+      timeline.push(button(paragraphs(state.texts.debrief), ["Finish"], { css_classes: ["assay-text"] }));
+    }
+    timeline.push(finishStep());
+    return timeline;
+
+    function trialNode(t, progressText) {
+      return {
+        type: jsPsych2afc,
+        trial_index: t.index,
+        ref_max: t.ref_max,
+        ref_min: t.ref_min,
+        query_a: t.query_a,
+        query_b: t.query_b,
+        max_side: opts.max_side,
+        response_lock_ms: opts.response_lock_ms,
+        progress_text: progressText,
+        correct: t.correct === undefined ? null : t.correct,
+        on_response: (data) => {
+          outbox.addTrial({
+            trial_index: data.trial_index,
+            choice: data.choice,
+            confidence: data.confidence,
+            rt_ms: data.rt_ms,
+            presented_at: data.presented_at,
+            responded_at: data.responded_at,
+            events: data.events,
+          });
+        },
+        data: { phase: t.phase, attempt: t.attempt, block: t.block },
+      };
+    }
+
+    function addTrials(nodes) {
+      const resume = resumePoint(state, outbox);
+      const todo = [];
+      if (!resume.done) {
+        resume.attempts.slice(resume.start - 1).forEach((ts) => todo.push(...ts));
+      }
+      resume.main.filter((t) => !resume.answered(t)).forEach((t) => todo.push(t));
+      const images = new Set();
+      todo.forEach((t) => [...t.ref_max, ...t.ref_min, t.query_a, t.query_b].forEach((u) => images.add(u)));
+      if (images.size > 0) {
+        nodes.push({
+          type: jsPsychPreload,
+          images: Array.from(images),
+          message: "<p>Loading the images…</p>",
+          error_message: paragraphs(
+            "Some images could not be loaded. Please check your internet connection and reload this page."
+          ),
+        });
+      }
+
+      const practice = { done: resume.done };
+      const nPractice = state.practice.trials;
+      resume.attempts.forEach((ts, i) => {
+        const a = i + 1;
+        if (ts.length === 0 || resume.start === null || a < resume.start) return;
+        nodes.push({
+          conditional_function: () => !practice.done,
+          timeline: [
+            onlyIf(
+              () => a > 1 && ts.every((t) => !resume.answered(t)),
+              [
+                button(
+                  paragraphs(
+                    "Not every answer was right, so the practice is repeated " +
+                      "(attempt " + a + " of " + state.practice.max_attempts + ")."
+                  ),
+                  ["Continue"],
+                  { css_classes: ["assay-text"] }
+                ),
+              ]
+            ),
+            ...ts.map((t, j) =>
+              onlyIf(() => !resume.answered(t), [
+                Object.assign(trialNode(t, "Practice " + (j + 1) + " of " + nPractice), {
+                  on_start: () => {
+                    flags.practiceShown = true;
+                  },
+                }),
+              ])
+            ),
+          ],
+          on_timeline_finish: () => {
+            if (a === state.practice.max_attempts || resume.allCorrect(a)) practice.done = true;
+          },
+        });
+      });
+
+      const remaining = resume.main.filter((t) => !resume.answered(t));
+      nodes.push(
+        onlyIf(() => flags.practiceShown && remaining.length > 0, [
+          button(
+            paragraphs(
+              "The practice is over. Now the main part begins" +
+                (opts.feedback ? "." : ": you will no longer be told whether your answers are right.")
+            ),
+            ["Start"],
+            { css_classes: ["assay-text"] }
+          ),
+        ])
+      );
+      const total = state.progress.main_total;
+      resume.main.forEach((t, k) => {
+        nodes.push(
+          onlyIf(() => !resume.answered(t), [
+            trialNode(t, opts.progress ? "Trial " + (k + 1) + " of " + total : null),
+          ])
+        );
+      });
+    }
+
+    function savingStep() {
+      return {
+        type: TaskPlugin,
+        message: "Saving your answers…",
+        run: async (say) => {
+          const show = () => say("Saving your answers… (" + outbox.size + " left)");
+          show();
+          const previous = outbox.onChange;
+          outbox.onChange = (o) => {
+            previous(o);
+            show();
+          };
+          try {
+            await outbox.whenEmpty();
+          } finally {
+            outbox.onChange = previous;
+          }
+        },
+      };
+    }
+
+    function addQuestionnaire(nodes) {
+      const questions = state.questionnaire;
+      const answers = {};
+      if (questions.length > 0) {
+        nodes.push({
+          type: jsPsychSurveyHtmlForm,
+          preamble: "<h1>A few questions</h1>",
+          html: questionnaireHtml(questions),
+          button_label: "Continue",
+          css_classes: ["assay-text"],
+          on_finish: (data) => {
+            for (const q of questions) {
+              const value = data.response[q.id];
+              if (typeof value === "string" && value.trim() !== "") answers[q.id] = value;
+            }
+          },
+        });
+      }
+      nodes.push({
+        type: TaskPlugin,
+        message: "Saving your answers…",
+        run: () => confirmed("/api/questionnaire", () => ({ answers: answers })),
+      });
+    }
+
+    function finishStep() {
+      return {
+        type: TaskPlugin,
+        message: "Saving your answers…",
+        run: async (say, box) => {
+          const res = await confirmed("/api/finish", () => ({}), say);
+          const done = res.data || {};
+          outbox.clear();
+          if (done.redirect_url) {
+            say("Thank you! Taking you back to Prolific…");
+            window.location.assign(done.redirect_url);
+            return forever();
+          }
+          box.replaceChildren();
+          const h = document.createElement("h1");
+          h.textContent = "Thank you!";
+          box.appendChild(h);
+          const p = document.createElement("p");
+          p.textContent = done.code
+            ? (state.mode === "preview" ? "Preview mode, no redirect. " : "") +
+              "Your completion code is:"
+            : "You have finished the study. You may close this page.";
+          box.appendChild(p);
+          if (done.code) {
+            const code = document.createElement("p");
+            code.className = "assay-code";
+            code.textContent = done.code;
+            box.appendChild(code);
+          }
+          return forever();
+        },
+      };
+    }
+
+    /** POST once the outbox is empty; resend what a 409 `missing` names, then try again. */
+    async function confirmed(path, body, say) {
+      for (let round = 0; round < 5; round++) {
+        await outbox.whenEmpty();
+        const res = await requestUntilAnswered(token, "POST", path, body(), (tries) => {
+          if (say) say("Saving your answers… (waiting for the connection, try " + tries + ")");
+        });
+        if (res.status >= 200 && res.status < 300) return res;
+        const missing = res.data && Array.isArray(res.data.missing) ? res.data.missing : null;
+        if (res.status === 409 && missing) {
+          if (outbox.resend(missing) === missing.length) continue;
+          // Answers this browser never had: the server's state knows where to resume.
+          if (reloadOnce()) return forever();
+        }
+        const why = (res.data && res.data.error) || "HTTP " + res.status;
+        if (path === "/api/questionnaire" && res.status === 400) {
+          console.error("Assay: questionnaire refused: " + why);
+          return res; // finishing does not depend on it
+        }
+        throw new Error("the server refused " + path + " (" + why + ")");
+      }
+      throw new Error("some answers could not be saved");
+    }
+  }
+
+  function reloadOnce() {
+    const key = "assay.reloaded";
+    let count = 0;
+    try {
+      count = Number(window.sessionStorage.getItem(key) || "0");
+      window.sessionStorage.setItem(key, String(count + 1));
+    } catch (e) {
+      return false;
+    }
+    if (count >= 2) return false;
+    window.location.reload();
+    return true;
+  }
+
+  function questionnaireHtml(questions) {
+    const wrap = document.createElement("div");
+    wrap.className = "assay-form";
+    for (const q of questions) {
+      const block = document.createElement("fieldset");
+      block.className = "assay-question";
+      const legend = document.createElement("legend");
+      legend.textContent = q.prompt + (q.required ? " *" : "");
+      block.appendChild(legend);
+      if (q.kind === "choice") {
+        q.options.forEach((option) => {
+          const label = document.createElement("label");
+          label.className = "assay-option";
+          const input = document.createElement("input");
+          input.type = "radio";
+          input.name = q.id;
+          input.value = option;
+          if (q.required) input.required = true;
+          label.appendChild(input);
+          label.appendChild(document.createTextNode(" " + option));
+          block.appendChild(label);
+        });
+      } else {
+        const area = document.createElement("textarea");
+        area.name = q.id;
+        area.rows = 3;
+        area.maxLength = 5000;
+        if (q.required) area.required = true;
+        block.appendChild(area);
+      }
+      wrap.appendChild(block);
+    }
+    return wrap.outerHTML;
+  }
+
+  // --- start -------------------------------------------------------------------------------
+
+  async function main() {
+    const token = document.body.dataset.token;
+    const target = document.getElementById("jspsych-target");
+    const indicator = statusIndicator(document.getElementById("assay-status"));
+    const outbox = new Outbox(token, indicator);
+    indicator(outbox);
+    outbox.kick(); // whatever a previous visit left behind
+
+    target.textContent = "Loading…";
+    const res = await requestUntilAnswered(token, "GET", "/api/state", undefined, () => {
+      target.textContent = "Waiting for the connection…";
+    });
+    if (res.status !== 200) {
+      target.textContent =
+        "This study session could not be loaded (" +
+        ((res.data && res.data.error) || "HTTP " + res.status) +
+        ").";
+      return;
+    }
+    target.textContent = "";
+    const jsPsych = initJsPsych({ display_element: target });
+    window.assay = { jsPsych: jsPsych, outbox: outbox, state: res.data }; // for tests and debugging
+    await jsPsych.run(buildTimeline(jsPsych, res.data, outbox, token));
+  }
+
+  main().catch((err) => console.error("Assay:", err));
+})();

@@ -1,0 +1,346 @@
+"""End to end in headless Chromium: participants take a study through the real page.
+
+One small study served by the dev server on SQLite; three participants: one completes
+everything (practice repeated once), one reloads mid-practice and mid-main, one goes offline
+for several trials. Afterwards the database must hold every trial on each path exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import func, select
+
+from server.app import create_app
+from server.catalog import launch_study
+from server.devserver import serving
+from server.extensions import get_db
+from server.models import ParticipantSession, PlatformIdentity, TrialResponse
+from tests.conftest import app_config, demo_spec, fresh_database
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LOCK_MS = 200
+MAIN, CATCH = 5, 2  # catch_rate 0.4 of 5 main trials: 2 catch trials
+PRACTICE, MAX_ATTEMPTS = 2, 3
+CODE = "DEMO2AFC"
+PROLIFIC = re.compile(r"^https://app\.prolific\.com/")
+# Reported CSP violations come back through the console, where the test collects errors.
+CSP_PROBE = """
+document.addEventListener('securitypolicyviolation', (e) =>
+  console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));
+"""
+
+
+def _missing() -> str | None:
+    if sync_playwright is None:
+        return "the playwright package is not installed"
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests must run under CI: {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class Site:
+    url: str
+    slug: str
+    app: object
+
+    def entry(self, pid: str) -> str:
+        query = urlencode({"PROLIFIC_PID": pid, "STUDY_ID": "BROWSER", "SESSION_ID": pid})
+        return f"{self.url}/s/{self.slug}?{query}"
+
+    def session(self, pid: str) -> ParticipantSession:
+        with self.app.app_context():
+            db = get_db()
+            return db.scalar(
+                select(ParticipantSession)
+                .join(PlatformIdentity, PlatformIdentity.session_id == ParticipantSession.id)
+                .where(PlatformIdentity.platform_pid == pid)
+            )
+
+    def stored(self, pid: str) -> Counter:
+        """Trial index -> number of stored rows, for this participant."""
+        with self.app.app_context():
+            db = get_db()
+            rows = db.execute(
+                select(TrialResponse.trial_index, func.count())
+                .join(ParticipantSession, ParticipantSession.id == TrialResponse.session_id)
+                .join(PlatformIdentity, PlatformIdentity.session_id == ParticipantSession.id)
+                .where(PlatformIdentity.platform_pid == pid)
+                .group_by(TrialResponse.trial_index)
+            )
+            return Counter({index: n for index, n in rows})
+
+    def events(self, pid: str, index: int) -> list[dict]:
+        with self.app.app_context():
+            db = get_db()
+            return db.scalar(
+                select(TrialResponse.events)
+                .join(ParticipantSession, ParticipantSession.id == TrialResponse.session_id)
+                .join(PlatformIdentity, PlatformIdentity.session_id == ParticipantSession.id)
+                .where(PlatformIdentity.platform_pid == pid, TrialResponse.trial_index == index)
+            )
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, stimulus_dir):
+    tmp = tmp_path_factory.mktemp("browser")
+    databases = fresh_database("sqlite", tmp)
+    url = next(databases)
+    app = create_app(app_config(url, tmp))
+    slug = "browser-" + secrets.token_hex(3)
+    spec = demo_spec(
+        slug,
+        stimulus_set=stimulus_dir.name,
+        two_afc={"response_lock_ms": LOCK_MS, "feedback": False, "progress": True},
+        trials={"main": MAIN, "catch_rate": CATCH / MAIN},
+        practice={"trials": PRACTICE, "max_attempts": MAX_ATTEMPTS},
+    )
+    with app.app_context():
+        db = get_db()
+        with db.begin():
+            launch_study(db, spec, stimulus_dir.parent / "study.toml")
+    with serving(app) as base:
+        yield Site(base, slug, app)
+    app.extensions["assay.engine"].dispose()
+
+
+@dataclass
+class Participant:
+    """One browser context (own localStorage) driving the study page like a person."""
+
+    site: Site
+    page: Page
+    pid: str
+    errors: list[str] = field(default_factory=list)
+    plan: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, browser, site: Site, *, width: int = 1280, height: int = 720) -> Participant:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        context.add_init_script(CSP_PROBE)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        me = cls(site, page, "P" + secrets.token_hex(6))
+        page.on("console", lambda m: me.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: me.errors.append(f"pageerror: {exc}"))
+        page.route(PROLIFIC, lambda route: route.fulfill(body="<p>Prolific</p>"))
+        page.goto(site.entry(me.pid))
+        me.plan = site.session(me.pid).plan
+        return me
+
+    def click(self, label: str) -> None:
+        self.page.get_by_role("button", name=label, exact=True).click()
+
+    def start(self) -> None:
+        expect(self.page.locator("h1")).to_contain_text("Which image belongs")
+        self.click("I agree")
+        expect(self.page.locator("h1")).to_have_text("Instructions")
+        self.click("Start")
+
+    def trial(self) -> int:
+        """Wait for a trial's images to be shown; its plan index."""
+        root = self.page.locator('.afc[data-shown="1"]')
+        expect(root).to_have_count(1)
+        return int(root.get_attribute("data-trial-index"))
+
+    def answer(self, *, right: bool = True, confidence: int = 3) -> int:
+        index = self.trial()
+        correct = self.plan[index]["correct"]
+        choice = correct if right else ("b" if correct == "a" else "a")
+        expect(self.page.locator('.afc[data-unlocked="1"]')).to_have_count(1)
+        self.page.locator(
+            f'.afc-btn[data-choice="{choice}"][data-confidence="{confidence}"]'
+        ).click()
+        return index
+
+    def practice(self, *, right: bool = True) -> int:
+        index = self.answer(right=right)
+        expect(self.page.locator(".afc-feedback-text")).to_contain_text(
+            "Correct!" if right else "Not quite."
+        )
+        self.click("Continue")
+        return index
+
+    def finish(self) -> str:
+        form = self.page.locator("#jspsych-survey-html-form")
+        expect(form).to_be_visible()
+        form.locator('textarea[name="strategy"]').fill("colours <b>&</b> stripes")
+        form.locator('input[name="difficulty"][value="medium"]').check()
+        self.page.locator("#jspsych-survey-html-form-next").click()
+        self.click("Finish")
+        self.page.wait_for_url(PROLIFIC)
+        return self.page.url
+
+    def main_indices(self) -> list[int]:
+        return [t["index"] for t in self.plan if t["kind"] != "practice"]
+
+    def close(self) -> None:
+        self.page.context.close()
+
+
+LOCK_PROBE = """() => {
+  window.__lock = new Promise((resolve) => {
+    const seen = {};
+    const look = () => {
+      const root = document.querySelector('.afc');
+      if (!root) return;
+      const buttons = [...root.querySelectorAll('.afc-btn')];
+      if (root.dataset.shown && seen.shownAt === undefined) {
+        seen.shownAt = performance.now();
+        seen.disabledAtOnset = buttons.map((b) => b.disabled);
+      }
+      if (root.dataset.unlocked && seen.shownAt !== undefined) {
+        seen.lockedMs = performance.now() - seen.shownAt;
+        seen.enabledAfter = buttons.map((b) => !b.disabled);
+        observer.disconnect();
+        resolve(seen);
+      }
+    };
+    const observer = new MutationObserver(look);
+    observer.observe(document.body, {subtree: true, childList: true, attributes: true,
+                                     attributeFilter: ['data-shown', 'data-unlocked']});
+  });
+}"""
+
+
+def test_whole_study_with_practice_repeated(browser, site):
+    me = Participant.open(browser, site)
+    me.page.evaluate(LOCK_PROBE)  # armed before the first trial appears
+    me.start()
+
+    # Practice attempt 1: one wrong answer, so the block repeats.
+    assert me.practice(right=False) == 0
+    lock = me.page.evaluate("window.__lock")
+    assert lock["disabledAtOnset"] == [True] * 6
+    assert lock["enabledAfter"] == [True] * 6
+    assert lock["lockedMs"] >= LOCK_MS - 20
+    assert me.practice() == 1
+    expect(me.page.locator("#jspsych-content")).to_contain_text("attempt 2 of 3")
+    me.click("Continue")
+    assert [me.practice(), me.practice()] == [2, 3]
+    expect(me.page.locator("#jspsych-content")).to_contain_text("The practice is over")
+    me.click("Start")
+
+    main = me.main_indices()
+    seen_kinds = Counter()
+    for k, expected in enumerate(main, start=1):
+        assert me.trial() == expected
+        expect(me.page.locator(".afc-progress")).to_have_text(f"Trial {k} of {len(main)}")
+        if k == 2:  # a blur and a focus during the trial are logged with it
+            me.page.evaluate("window.dispatchEvent(new Event('blur'))")
+            me.page.evaluate("window.dispatchEvent(new Event('focus'))")
+        assert me.answer(confidence=1 + k % 3) == expected
+        seen_kinds[me.plan[expected]["kind"]] += 1
+    assert seen_kinds == {"main": MAIN, "catch": CATCH}
+
+    url = me.finish()
+    assert url.endswith("cc=" + CODE)
+    assert me.errors == []
+
+    session = site.session(me.pid)
+    assert session.status == "completed"
+    assert session.practice_attempts == 2
+    assert session.questionnaire == {"strategy": "colours <b>&</b> stripes", "difficulty": "medium"}
+    assert site.stored(me.pid) == Counter({i: 1 for i in [0, 1, 2, 3, *main]})
+    assert [e["type"] for e in site.events(me.pid, main[1])] == ["blur", "focus"]
+    me.close()
+
+
+def test_reload_resumes_at_the_right_trial(browser, site):
+    me = Participant.open(browser, site)
+    me.start()
+    assert me.practice() == 0
+    assert me.answer(right=False) == 1
+    me.page.reload()  # on the feedback screen: trial 1 is answered (maybe not yet sent)
+    expect(me.page.locator("#jspsych-content")).to_contain_text("attempt 2 of 3")
+    me.click("Continue")
+    assert [me.practice(), me.practice()] == [2, 3]
+    me.click("Start")
+
+    main = me.main_indices()
+    assert [me.answer(), me.answer()] == main[:2]
+    me.page.reload()  # no consent, instructions or practice again
+    assert me.trial() == main[2]
+    expect(me.page.locator(".afc-progress")).to_have_text(f"Trial 3 of {len(main)}")
+    for expected in main[2:]:
+        assert me.answer() == expected
+
+    assert me.finish().endswith("cc=" + CODE)
+    assert me.errors == []
+    assert site.session(me.pid).status == "completed"
+    assert site.stored(me.pid) == Counter({i: 1 for i in [0, 1, 2, 3, *main]})
+    me.close()
+
+
+def test_offline_trials_are_sent_when_back_online(browser, site):
+    me = Participant.open(browser, site)
+    status = me.page.locator("#assay-status")
+    me.start()
+    assert [me.practice(), me.practice()] == [0, 1]
+    me.click("Start")
+    main = me.main_indices()
+    assert me.answer() == main[0]
+    expect(status).to_be_hidden()
+
+    me.page.context.set_offline(True)
+    for expected in main[1:4]:
+        assert me.answer() == expected
+    expect(status).to_be_visible()
+    expect(status).to_contain_text("Offline: 3 answers waiting")
+    assert set(site.stored(me.pid)) == {0, 1, main[0]}  # nothing reached the server
+
+    me.page.context.set_offline(False)
+    expect(status).to_be_hidden()
+    assert me.answer() == main[4]
+
+    # Offline again for the last trials: the study waits for them before the questionnaire.
+    me.page.context.set_offline(True)
+    for expected in main[5:]:
+        assert me.answer() == expected
+    expect(me.page.locator(".assay-task")).to_have_text(
+        f"Saving your answers… ({len(main) - 5} left)"
+    )
+    me.page.context.set_offline(False)
+    assert me.finish().endswith("cc=" + CODE)
+
+    offline_noise = [e for e in me.errors if "ERR_INTERNET_DISCONNECTED" not in e]
+    assert offline_noise == []
+    assert site.session(me.pid).status == "completed"
+    assert site.stored(me.pid) == Counter({i: 1 for i in [0, 1, *main]})
+    me.close()
