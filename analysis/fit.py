@@ -3,7 +3,7 @@
 The GLMM follows ``glmer``'s two stages: θ with β inside PIRLS (nAGQ = 0) for a start, then
 (θ, β) jointly on the Laplace deviance. Unlike lme4's default (PIRLS stops at a relative
 change of 1e-7 and keeps the factor of the previous iterate), PIRLS here runs to a tight
-tolerance, so estimates are those of ``glmerControl(tolPwrss = 1e-10)``; lme4's defaults
+tolerance, so estimates are those of ``glmerControl(tolPwrss = 1e-12)``; lme4's defaults
 differ from them by up to a few 1e-4 (relative) in fixed effects.
 """
 
