@@ -1,0 +1,393 @@
+"""A self-contained HTML report of a study, with its results as tidy CSV files beside it.
+
+``write_report`` takes the tidy trial table, applies the study's exclusion rules (flagging,
+never dropping), summarises accuracy, fits the mixed models and renders
+``templates/report.html.j2``. Plots are PNGs drawn with matplotlib's Agg canvas (no pyplot
+state) and embedded as base64, so the page loads nothing from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+import analysis
+from analysis.exclusions import ExclusionResult, apply_exclusions
+from analysis.load import read_trials, trials_from_db
+from analysis.summaries import accuracy_table, chance_tests, cluster_accuracy, utility_scores
+from experiments.study import Exclusions, StudySpec, load_study
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+COLORS = ["#1f6fb2", "#d9730d", "#2e9e5b", "#a33ea1", "#7a6a00", "#c0392b", "#5b6770"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model for the report: an lme4 formula fitted to the included trials of ``kinds``,
+    optionally restricted to some levels of some columns (``subset``)."""
+
+    name: str
+    formula: str
+    family: str = "binomial"  # or "gaussian" (an LMM by REML)
+    link: str = "logit"
+    kinds: tuple[str, ...] = ("main",)
+    subset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    spec: ModelSpec
+    result: analysis.GLMMResult | None
+    warnings: tuple[str, ...]
+    error: str | None
+    nobs: int
+
+
+def default_models(trials: pd.DataFrame) -> list[ModelSpec]:
+    """Accuracy and log RT by condition with crossed participant and unit intercepts
+    (intercept only when the included main trials have a single condition)."""
+    main = trials[(trials["trial_kind"] == "main") & ~trials["excluded"]]
+    rhs = "condition" if main["condition"].nunique() > 1 else "1"
+    random = "(1|participant) + (1|unit_id)"
+    return [ModelSpec("Accuracy (binomial GLMM, logit link)", f"correct ~ {rhs} + {random}"),
+            ModelSpec("Response time (LMM on log RT, REML)", f"log(rt_ms) ~ {rhs} + {random}",
+                      family="gaussian")]
+
+
+def model_data(trials: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    t = trials[trials["trial_kind"].isin(list(spec.kinds)) & ~trials["excluded"]]
+    for col, levels in spec.subset.items():
+        t = t[t[col].isin(list(levels))]
+    if spec.family == "gaussian":
+        t = t[t["rt_ms"] > 0]  # log(rt) of a missing or zero time is undefined
+    t = t.copy()
+    for col in t.columns:
+        if isinstance(t[col].dtype, pd.CategoricalDtype):
+            t[col] = t[col].cat.remove_unused_categories()
+    return t
+
+
+def fit_model(trials: pd.DataFrame, spec: ModelSpec) -> ModelFit:
+    """Fit one model; its warnings (convergence, singular fit) and errors are kept for the
+    report instead of stopping it."""
+    data = model_data(trials, spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if spec.family == "gaussian":
+                result = analysis.lmm(spec.formula, data, reml=True)
+            else:
+                result = analysis.glmm(spec.formula, data, family=spec.family,
+                                       link=spec.link)
+            error = None
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            result, error = None, str(exc)
+    notes = tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    return ModelFit(spec, result, notes, error, len(data))
+
+
+# -- plots -----------------------------------------------------------------------------
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _levels(series: pd.Series) -> list[str]:
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        present = set(series.dropna())
+        return [str(c) for c in series.cat.categories if c in present]
+    return sorted(str(v) for v in series.dropna().unique())
+
+
+def palette(levels: Sequence[str]) -> dict[str, str]:
+    """One colour per condition, the same in every plot."""
+    return {c: COLORS[i % len(COLORS)] for i, c in enumerate(levels)}
+
+
+def plot_accuracy(table: pd.DataFrame, x: str, colors: Mapping[str, str]) -> str:
+    """Participant means with their bootstrap intervals, one series per condition."""
+    fig = Figure(figsize=(9, 3.6))
+    ax = fig.subplots()
+    conditions = _levels(table["condition"])
+    xs = _levels(table[x])
+    width = 0.7 / max(len(conditions), 1)
+    for i, cond in enumerate(conditions):
+        rows = table[table["condition"].astype(str) == cond]
+        pos = np.array([xs.index(str(v)) for v in rows[x]]) + (i - (len(conditions) - 1) / 2) \
+            * width
+        mean = rows["participant_mean"].to_numpy()
+        err = np.vstack([mean - rows["participant_lower"], rows["participant_upper"] - mean])
+        ax.errorbar(pos, mean, yerr=np.nan_to_num(err), fmt="o", color=colors[cond],
+                    capsize=3, label=cond)
+    ax.axhline(0.5, color="#888", lw=1, ls="--", label="chance")
+    ax.set_xticks(range(len(xs)), xs)
+    ax.set_xlabel(x)
+    ax.set_ylabel("proportion correct")
+    ax.set_ylim(min(0.0, float(np.nanmin(table["participant_lower"].fillna(1))) - 0.05), 1.02)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def plot_strip(per: pd.DataFrame, title: str, ylabel: str, colors: Mapping[str, str]) -> str:
+    """Accuracy per cluster (participant or unit) and condition; excluded ones as red x."""
+    fig = Figure(figsize=(5.2, 3.4))
+    ax = fig.subplots()
+    conditions = _levels(per["condition"])
+    rng = np.random.default_rng(0)  # jitter only
+    for i, cond in enumerate(conditions):
+        rows = per[per["condition"].astype(str) == cond]
+        out = rows["excluded"].to_numpy() if "excluded" in rows else np.zeros(len(rows), bool)
+        jitter = i + rng.uniform(-0.18, 0.18, len(rows))
+        ax.scatter(jitter[~out], rows["accuracy"][~out], s=18, alpha=0.7, color=colors[cond])
+        if out.any():
+            ax.scatter(jitter[out], rows["accuracy"][out], s=30, marker="x", color="#c0392b",
+                       label="excluded")
+        ax.plot([i - 0.3, i + 0.3], [rows["accuracy"][~out].mean()] * 2, color="black", lw=2)
+    ax.axhline(0.5, color="#888", lw=1, ls="--")
+    ax.set_xticks(range(len(conditions)), conditions)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles[:1], labels[:1], frameon=False, fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def plot_rt(main: pd.DataFrame, colors: Mapping[str, str]) -> str:
+    """Distribution of response times per condition, log-spaced bins."""
+    fig = Figure(figsize=(5.2, 3.4))
+    ax = fig.subplots()
+    rt = main["rt_ms"].to_numpy() / 1000
+    ok = rt > 0
+    if ok.any():
+        bins = np.geomspace(rt[ok].min(), rt[ok].max() * 1.001, 40)
+        for cond in _levels(main["condition"]):
+            sel = ok & (main["condition"].astype(str) == cond).to_numpy()
+            if not sel.any():
+                continue
+            ax.hist(rt[sel], bins=bins, histtype="step", lw=1.6, color=colors[cond],
+                    label=f"{cond} (median {np.median(rt[sel]):.2f} s)")
+        ax.set_xscale("log")
+        ax.legend(frameon=False, fontsize=8)
+    ax.set_xlabel("response time (s, log scale)")
+    ax.set_ylabel("trials")
+    ax.set_title("Response times, main trials", fontsize=10)
+    return _png(fig)
+
+
+def plot_confidence(main: pd.DataFrame, colors: Mapping[str, str]) -> str:
+    """Proportion correct at each confidence rating, per condition (calibration)."""
+    fig = Figure(figsize=(5.2, 3.4))
+    ax = fig.subplots()
+    for cond in _levels(main["condition"]):
+        rows = main[main["condition"].astype(str) == cond]
+        acc = rows.groupby("confidence")["correct"].agg(["mean", "size"])
+        ax.plot(acc.index.astype(int), acc["mean"], "o-", color=colors[cond], label=cond)
+    levels = sorted(main["confidence"].dropna().unique())
+    ax.set_xticks([int(v) for v in levels])
+    ax.axhline(0.5, color="#888", lw=1, ls="--")
+    ax.set_xlabel("confidence rating")
+    ax.set_ylabel("proportion correct")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("Accuracy by confidence, main trials", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
+# -- tables ----------------------------------------------------------------------------
+def _cell(value: object) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, float | np.floating):
+        return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
+    return str(value)
+
+
+def html_table(frame: pd.DataFrame) -> dict:
+    """Columns and formatted rows for the template (which escapes them)."""
+    return {"columns": [str(c) for c in frame.columns],
+            "rows": [[_cell(v) for v in row] for row in frame.itertuples(index=False)]}
+
+
+def _model_context(fit: ModelFit) -> dict:
+    ctx = {"name": fit.spec.name, "formula": fit.spec.formula, "nobs": fit.nobs,
+           "subset": ", ".join(f"{k} in {{{', '.join(v)}}}" for k, v in fit.spec.subset.items()),
+           "kinds": ", ".join(fit.spec.kinds), "warnings": list(fit.warnings),
+           "error": fit.error}
+    r = fit.result
+    if r is not None:
+        ctx.update(summary=r.summary(), fixef=html_table(r.to_frame()),
+                   random=html_table(r.random_frame()),
+                   diagnostics=[("family", r.family), ("method", r.method),
+                                ("observations", str(r.nobs)), ("log-likelihood",
+                                                                f"{r.loglik:.2f}"),
+                                ("AIC", f"{r.aic:.1f}"), ("BIC", f"{r.bic:.1f}"),
+                                ("converged", "yes" if r.converged else "NO"),
+                                ("singular fit", "YES" if r.singular else "no"),
+                                ("optimizer", f"{r.optimizer}, {r.nfev} evaluations")])
+    return ctx
+
+
+def _model_frames(fits: Sequence[ModelFit]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    fixef, random, overview = [], [], []
+    for fit in fits:
+        key = {"model": fit.spec.name, "formula": fit.spec.formula}
+        r = fit.result
+        overview.append({**key, "nobs": fit.nobs, "family": r.family if r else None,
+                         "method": r.method if r else None, "loglik": r.loglik if r else None,
+                         "aic": r.aic if r else None, "bic": r.bic if r else None,
+                         "converged": r.converged if r else False,
+                         "singular": r.singular if r else None,
+                         "warnings": " | ".join(fit.warnings), "error": fit.error})
+        if r is not None:
+            fixef.append(r.to_frame().assign(**key))
+            random.append(r.random_frame().assign(**key))
+    cols = ["model", "formula"]
+    fx = pd.concat(fixef, ignore_index=True) if fixef else pd.DataFrame(columns=cols)
+    rd = pd.concat(random, ignore_index=True) if random else pd.DataFrame(columns=cols)
+    return (fx[cols + [c for c in fx.columns if c not in cols]],
+            rd[cols + [c for c in rd.columns if c not in cols]], pd.DataFrame(overview))
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True)
+
+
+# -- the report ------------------------------------------------------------------------
+def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | None,
+                 out_dir: str | Path, *, title: str | None = None,
+                 models: Sequence[ModelSpec] | None = None,
+                 baseline: str | Sequence[str] | None = None, n_boot: int = 2000,
+                 seed: int = 0, source: str = "", notes: Sequence[str] = ()) -> Path:
+    """Write ``report.html`` and the tidy CSV results into ``out_dir``; returns the HTML path.
+
+    ``rules``: the study spec or its exclusion rules (None: only incomplete sessions are
+    excluded). ``models``: the models to fit (default :func:`default_models`). ``baseline``:
+    condition level(s) for the utility score (left out when None). ``notes``: paragraphs
+    shown under the title. The bootstrap uses ``numpy.random.default_rng(seed)``.
+    """
+    if trials.empty:
+        raise ValueError("no trials to report on")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ex: ExclusionResult = apply_exclusions(trials, rules)
+    flagged = ex.trials
+    rng = np.random.default_rng(seed)
+    has_layer = flagged["layer"].notna().any()
+    cells = ["condition", "layer"] if has_layer else ["condition"]
+    acc_cells = accuracy_table(flagged, cells, n_boot=n_boot, seed=rng)
+    acc_cond = accuracy_table(flagged, ["condition"], n_boot=n_boot, seed=rng)
+    tests = chance_tests(flagged, cells)
+    per_p = cluster_accuracy(flagged, "participant", ["condition"], included_only=False)
+    per_p["excluded"] = per_p["participant"].astype(str).map(
+        ex.sessions["excluded"].rename(index=str)).astype(bool)
+    per_u = cluster_accuracy(flagged, "unit_id", ["condition"])
+    utility = utility_scores(flagged, baseline, n_boot=n_boot, seed=rng) \
+        if baseline is not None else None
+    fits = [fit_model(flagged, s) for s in (models if models is not None
+                                            else default_models(flagged))]
+    fixef, random, overview = _model_frames(fits)
+
+    main = flagged[(flagged["trial_kind"] == "main") & ~flagged["excluded"]]
+    colors = palette(_levels(flagged["condition"]))
+    figures = [
+        ("Accuracy by condition" + (" and layer" if has_layer else ""),
+         "Mean over participants of their proportion correct on main trials, with 95 % "
+         "participant-bootstrap intervals; dashed: chance.",
+         plot_accuracy(acc_cells, cells[-1], colors), "wide"),
+        ("Participants", "Each dot is a participant's accuracy on main trials; bar: mean "
+         "of the included; red x: excluded.",
+         plot_strip(per_p, "Accuracy per participant", "proportion correct", colors), ""),
+        ("Units", "Each dot is a unit's accuracy over included participants' main trials.",
+         plot_strip(per_u, "Accuracy per unit", "proportion correct", colors), ""),
+        ("Response times", "", plot_rt(main, colors), ""),
+    ]
+    if main["confidence"].notna().any():
+        figures.append(("Confidence", "", plot_confidence(main, colors), ""))
+
+    csv = {"exclusions.csv": ex.table, "participants.csv": ex.sessions.reset_index(),
+           "accuracy_by_condition.csv": acc_cond, "accuracy.csv": acc_cells,
+           "chance_tests.csv": tests, "units.csv": per_u, "models.csv": overview,
+           "model_fixef.csv": fixef, "model_random.csv": random,
+           "trials_flagged.csv": flagged}
+    if utility is not None:
+        csv["utility.csv"] = utility
+    for name, frame in csv.items():
+        frame.to_csv(out / name, index=False)
+
+    studies = ", ".join(_levels(flagged["study"]))
+    n_excluded = int(ex.sessions["excluded"].sum())
+    context = {
+        "title": title or f"Assay report: {studies}",
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "source": source, "notes": list(notes),
+        "facts": [("study", studies),
+                  ("versions", ", ".join(str(v) for v in sorted(
+                      flagged["study_version"].dropna().unique()))),
+                  ("participants", f"{len(ex.sessions)} ({n_excluded} excluded)"),
+                  ("trials", f"{len(flagged)} ({len(main)} main trials of included "
+                             "participants)"),
+                  ("conditions", ", ".join(_levels(flagged["condition"]))),
+                  ("modes", ", ".join(_levels(flagged["mode"]))),
+                  ("bootstrap", f"{n_boot} resamples, seed {seed}")],
+        "exclusions": html_table(ex.table.drop(columns="rule")),
+        "excluded": html_table(ex.sessions.loc[ex.sessions["excluded"], ["condition",
+                               "exclusion_reason"]].reset_index()),
+        "accuracy_cond": html_table(acc_cond),
+        "accuracy_cells": html_table(acc_cells),
+        "tests": html_table(tests),
+        "utility": html_table(utility) if utility is not None else None,
+        "figures": [{"title": t, "caption": c, "src": s, "wide": w} for t, c, s, w in figures],
+        "models": [_model_context(f) for f in fits],
+        "files": sorted(csv),
+    }
+    html = _environment().get_template("report.html.j2").render(**context)
+    path = out / "report.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def report_command(study: str, *, out_dir: str | Path | None = None,
+                   data: str | Path | None = None, database_url: str | None = None,
+                   study_file: str | Path | None = None, include_preview: bool = False,
+                   n_boot: int = 2000, seed: int = 0) -> Path:
+    """``assay report STUDY``: trials from ``data`` (an export file) or else the database at
+    ``database_url``; exclusion rules from ``study_file`` (none when omitted); writes into
+    ``out_dir`` (default ``report-STUDY``) and returns the path of ``report.html``."""
+    if data is None and database_url is None:
+        raise ValueError("give an export file (--data) or a database URL")
+    spec = load_study(Path(study_file)) if study_file is not None else None
+    if spec is not None and spec.slug != study:
+        raise ValueError(f"study file {study_file} is for {spec.slug!r}, not {study!r}")
+    if data is not None:
+        trials = read_trials(data)
+        found = _levels(trials["study"])
+        if found != [study]:
+            raise ValueError(f"{data}: holds study {', '.join(found)}, not {study!r}")
+        source = f"export file {Path(data).name}"
+    else:
+        trials = trials_from_db(database_url, study, include_preview=include_preview)
+        source = "study database"
+    rules_note = f"rules from {Path(study_file).name}" if spec is not None else \
+        "no study file given: only incomplete sessions are excluded"
+    return write_report(trials, spec, out_dir or f"report-{study}",
+                        title=spec.title if spec is not None else None,
+                        source=f"{source}; {rules_note}", n_boot=n_boot, seed=seed)
