@@ -93,6 +93,15 @@ class Site:
                 .where(PlatformIdentity.platform_pid == pid)
             )
 
+    def latest_preview(self) -> ParticipantSession:
+        with self.app.app_context():
+            return get_db().scalar(
+                select(ParticipantSession)
+                .where(ParticipantSession.mode == "preview")
+                .order_by(ParticipantSession.id.desc())
+                .limit(1)
+            )
+
     def stored(self, pid: str) -> Counter:
         """Trial index -> number of stored rows, for this participant."""
         with self.app.app_context():
@@ -151,8 +160,8 @@ class Participant:
     plan: list[dict] = field(default_factory=list)
 
     @classmethod
-    def open(cls, browser, site: Site, *, width: int = 1280, height: int = 720) -> Participant:
-        context = browser.new_context(viewport={"width": width, "height": height})
+    def open(cls, browser, site: Site, *, preview: bool = False) -> Participant:
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
         context.add_init_script(CSP_PROBE)
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -160,8 +169,12 @@ class Participant:
         page.on("console", lambda m: me.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda exc: me.errors.append(f"pageerror: {exc}"))
         page.route(PROLIFIC, lambda route: route.fulfill(body="<p>Prolific</p>"))
-        page.goto(site.entry(me.pid))
-        me.plan = site.session(me.pid).plan
+        if preview:  # no platform IDs: a researcher's look at the study
+            page.goto(f"{site.url}/s/{site.slug}")
+            me.plan = site.latest_preview().plan
+        else:
+            page.goto(site.entry(me.pid))
+            me.plan = site.session(me.pid).plan
         return me
 
     def click(self, label: str) -> None:
@@ -174,9 +187,12 @@ class Participant:
         self.click("Start")
 
     def trial(self) -> int:
-        """Wait for a trial's images to be shown; its plan index."""
+        """Wait for a trial's images to be shown (every one of them loaded); its plan index."""
         root = self.page.locator('.afc[data-shown="1"]')
         expect(root).to_have_count(1)
+        images = root.locator("img")
+        assert images.count() == 2 * 9 + 2
+        assert images.evaluate_all("imgs => imgs.every((i) => i.complete && i.naturalWidth > 0)")
         return int(root.get_attribute("data-trial-index"))
 
     def answer(self, *, right: bool = True, confidence: int = 3) -> int:
@@ -327,20 +343,80 @@ def test_offline_trials_are_sent_when_back_online(browser, site):
 
     me.page.context.set_offline(False)
     expect(status).to_be_hidden()
-    assert me.answer() == main[4]
 
-    # Offline again for the last trials: the study waits for them before the questionnaire.
+    # Back online, the server fails twice (503), then refuses one trial outright (a 409 is
+    # dropped, not retried); the finish step hears it is missing and resends it.
+    hits = Counter()
+
+    def flaky(route):
+        index = route.request.post_data_json["trial_index"]
+        hits[index] += 1
+        if index == main[4] and hits[index] <= 2:
+            route.fulfill(status=503, json={"error": "unavailable"})
+        elif index == main[5] and hits[index] == 1:
+            route.fulfill(status=409, json={"error": "simulated conflict"})
+        else:
+            route.continue_()
+
+    me.page.route("**/api/trials", flaky)
+    assert me.answer() == main[4]
+    expect(status).to_contain_text("Connection problem: retrying")
+    expect(status).to_be_hidden()
+    assert site.stored(me.pid)[main[4]] == 1
+    assert me.answer() == main[5]
+
+    # Offline again for the last trial: the study waits for it before the questionnaire.
     me.page.context.set_offline(True)
-    for expected in main[5:]:
-        assert me.answer() == expected
-    expect(me.page.locator(".assay-task")).to_have_text(
-        f"Saving your answers… ({len(main) - 5} left)"
-    )
+    assert me.answer() == main[6]
+    expect(me.page.locator(".assay-task")).to_have_text("Saving your answers… (1 left)")
+    assert main[5] not in site.stored(me.pid)
     me.page.context.set_offline(False)
     assert me.finish().endswith("cc=" + CODE)
 
-    offline_noise = [e for e in me.errors if "ERR_INTERNET_DISCONNECTED" not in e]
-    assert offline_noise == []
+    assert hits[main[4]] == 3 and hits[main[5]] == 2
+    # Chromium logs each failed response: two 503s, the simulated 409, and the real 409
+    # from /api/questionnaire naming the missing trial; the page reports the refusal.
+    failed = [e for e in me.errors if e.startswith("Failed to load resource")]
+    assert [re.search(r"status of (\d+)", e).group(1) for e in failed] == [
+        "503",
+        "503",
+        "409",
+        "409",
+    ]
+    assert [e for e in me.errors if e not in failed] == [
+        "Assay: the server refused /api/trials (409): simulated conflict"
+    ]
     assert site.session(me.pid).status == "completed"
     assert site.stored(me.pid) == Counter({i: 1 for i in [0, 1, *main]})
+    me.close()
+
+
+def test_preview_shows_the_code_instead_of_redirecting(browser, site):
+    me = Participant.open(browser, site, preview=True)
+    expect(me.page.locator(".preview-banner")).to_be_visible()
+    me.start()
+    assert [me.practice(), me.practice()] == [0, 1]
+    me.click("Start")
+    for expected in me.main_indices():
+        assert me.answer() == expected
+    form = me.page.locator("#jspsych-survey-html-form")
+    form.locator('input[name="difficulty"][value="easy"]').check()
+    me.page.locator("#jspsych-survey-html-form-next").click()
+    me.click("Finish")
+    expect(me.page.locator(".assay-code")).to_have_text(CODE)
+    expect(me.page.locator(".assay-task")).to_contain_text("Preview mode, no redirect.")
+    assert not PROLIFIC.match(me.page.url)
+    assert me.errors == []
+    me.close()
+
+
+def test_declining_consent_ends_politely_and_is_recorded(browser, site):
+    me = Participant.open(browser, site)
+    me.click("I do not agree")
+    expect(me.page.locator(".assay-task")).to_contain_text("You have declined to take part")
+    me.page.wait_for_function("window.assay.outbox.size === 0")
+    assert site.session(me.pid).status == "declined"
+    me.page.reload()
+    expect(me.page.locator(".assay-task")).to_contain_text("You have declined to take part")
+    assert me.errors == []
     me.close()
