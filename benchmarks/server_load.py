@@ -1,0 +1,337 @@
+"""Load benchmark: simulated participants against gunicorn on PostgreSQL, on loopback.
+
+    .venv/bin/python benchmarks/server_load.py --quick
+
+Creates a scratch PostgreSQL database (dropped at the end), launches the demo study on the
+procedural stimulus set, starts gunicorn with deploy/gunicorn.conf.py on a free loopback port,
+and runs simulated participants (server/simulate.py, the browser's HTTP API) concurrently.
+Then measures raw single-row INSERT throughput of the same PostgreSQL at the same concurrency
+(psycopg, one transaction per row, into a scratch table shaped like trial_responses: same
+columns, unique key and foreign key). Prints trials stored per second, p50/p99 latency of
+trial POSTs, lost trials (answered 2xx but missing from the database), duplicate rows (beyond
+one per session and trial), and the ratio to the raw INSERT rate. The last line is one JSON
+object with those figures.
+
+Client, server and database share the machine's cores: the figures are for this machine and
+this setup, not a capacity plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from sqlalchemy import make_url
+
+from experiments.study import load_study
+from server.app import create_app
+from server.catalog import launch_study
+from server.extensions import get_db
+from server.migrate import upgrade
+from server.simulate import SimResult, SimulationError, _ImageCache, run_participant
+from stimuli.procedural import build_procedural_set
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("server_load")
+
+
+def _dsn(url: str, database: str | None = None) -> str:
+    """A libpq DSN for psycopg from a SQLAlchemy URL, optionally for another database."""
+    u = make_url(url)
+    if database:
+        u = u.set(database=database)
+    return u.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """A new, migrated PostgreSQL database; dropped on exit. Yields its SQLAlchemy URL."""
+    name = "assay_bench_" + secrets.token_hex(6)
+    with psycopg.connect(_dsn(admin_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = (
+        make_url(admin_url)
+        .set(drivername="postgresql+psycopg", database=name)
+        .render_as_string(hide_password=False)
+    )
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(_dsn(admin_url), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def launch_demo(database_url: str, workdir: Path) -> str:
+    """The demo study on the procedural stimulus set; returns its slug."""
+    build_procedural_set(workdir / "stimuli", seed=0)
+    study_file = workdir / "study.toml"
+    shutil.copyfile(ROOT / "experiments" / "demo.toml", study_file)
+    spec = load_study(study_file)
+    app = create_app({"DATABASE_URL": database_url, "INSTANCE_DIR": workdir, "SECRET_KEY": "x"})
+    try:
+        with app.app_context():
+            db = get_db()
+            with db.begin():
+                launched = launch_study(db, spec, study_file)
+    finally:
+        app.extensions["assay.engine"].dispose()
+    return launched.slug
+
+
+@contextmanager
+def gunicorn(database_url: str, workdir: Path, workers: int | None, threads: int) -> Iterator[str]:
+    """gunicorn with deploy/gunicorn.conf.py on a free loopback port; yields its base URL."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(
+        DATABASE_URL=database_url,
+        ASSAY_SECRET_KEY=secrets.token_hex(32),
+        ASSAY_INSTANCE=str(workdir / "instance"),
+        ASSAY_BIND="127.0.0.1:0",
+        ASSAY_THREADS=str(threads),
+        ASSAY_ENTRY_RATE_LIMIT="1000000 per minute",
+        ASSAY_ACCESS_LOG=str(workdir / "access.log"),
+        ASSAY_LOG_LEVEL="warning",
+    )
+    if workers:
+        env["ASSAY_WORKERS"] = str(workers)
+    conf = ROOT / "deploy" / "gunicorn.conf.py"
+    log_path = workdir / "gunicorn.log"
+    command = [
+        sys.executable, "-m", "gunicorn", "-c", str(conf), "--log-level", "info", "server.wsgi:app"
+    ]  # fmt: skip
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            listening = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
+            n_booting = re.compile(r"Booting worker")
+            deadline = time.monotonic() + 60
+            while True:
+                text = log_path.read_text()
+                found = listening.search(text)
+                booted = len(n_booting.findall(text))
+                ready = text.count("assay app ready in worker")
+                if found and booted and ready >= booted:
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start:\n{text}")
+                time.sleep(0.1)
+            log.info("gunicorn: %d workers x %d threads at %s", booted, threads, found.group(1))
+            yield found.group(1)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool) -> dict:
+    """N simulated participants, ``concurrency`` at a time; failures counted, not raised.
+
+    With ``shared_images`` the participants share one image cache (as ``simulate`` does), so
+    each image is fetched about once, as when a CDN or nginx serves them; otherwise each one
+    fetches every image it is shown, as browsers do with no cache in front.
+    """
+    skills = np.random.default_rng(0).gamma(4.0, 0.3, size=n)
+    cache = _ImageCache() if shared_images else None
+    errors: list[str] = []
+
+    def one(i: int) -> SimResult | None:
+        try:
+            return run_participant(
+                base, slug, f"LOAD{i:06d}", skill=float(skills[i]), seed=i, images=cache
+            )
+        except (SimulationError, OSError) as exc:
+            errors.append(str(exc)[:200])
+            return None
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = [r for r in pool.map(one, range(n)) if r is not None]
+    elapsed = time.perf_counter() - start
+    return {"results": results, "errors": errors, "elapsed_s": elapsed}
+
+
+def check_database(database_url: str, results: list[SimResult]) -> dict:
+    """Lost trials (acknowledged but absent) and duplicate rows, counted in the database."""
+    with psycopg.connect(_dsn(database_url)) as conn:
+        stored = dict(
+            conn.execute(
+                """SELECT p.platform_pid, count(t.id)
+                   FROM platform_identities p LEFT JOIN trial_responses t
+                     ON t.session_id = p.session_id
+                   GROUP BY p.platform_pid"""
+            ).fetchall()
+        )
+        duplicates = conn.execute(
+            """SELECT coalesce(sum(n - 1), 0) FROM (
+                   SELECT count(*) AS n FROM trial_responses GROUP BY session_id, trial_index
+               ) AS per_trial"""
+        ).fetchone()[0]
+        total = conn.execute("SELECT count(*) FROM trial_responses").fetchone()[0]
+    # The simulator sends each trial index of a participant at most once, and counts only
+    # trials answered 2xx, so fewer rows than sends means acknowledged trials went missing.
+    lost = sum(max(0, r.trials_sent - stored.get(r.pid, 0)) for r in results)
+    return {"stored": int(total), "lost": int(lost), "duplicates": int(duplicates)}
+
+
+def raw_insert_rate(database_url: str, concurrency: int, seconds: float) -> dict:
+    """Single-row INSERTs, one transaction each, ``concurrency`` connections at once."""
+    with psycopg.connect(_dsn(database_url), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_raw_inserts")
+        conn.execute(
+            "CREATE TABLE bench_raw_inserts (LIKE trial_responses INCLUDING ALL)"
+        )  # columns, defaults, identity, unique key (session_id, trial_index)
+        conn.execute(
+            "ALTER TABLE bench_raw_inserts ADD FOREIGN KEY (session_id) REFERENCES sessions (id)"
+        )
+        conn.execute("ALTER TABLE bench_raw_inserts ALTER COLUMN id DROP DEFAULT")
+        conn.execute("CREATE SEQUENCE IF NOT EXISTS bench_raw_ids OWNED BY bench_raw_inserts.id")
+        conn.execute(
+            "ALTER TABLE bench_raw_inserts ALTER COLUMN id SET DEFAULT nextval('bench_raw_ids')"
+        )
+        session_ids = [row[0] for row in conn.execute("SELECT id FROM sessions ORDER BY id")]
+    if not session_ids:
+        raise RuntimeError("no sessions to attach raw rows to")
+    counts = [0] * concurrency
+    barrier = threading.Barrier(concurrency)
+    sql = (
+        "INSERT INTO bench_raw_inserts (session_id, trial_index, choice, confidence, correct,"
+        " rt_ms, presented_at, responded_at, received_at, events)"
+        " VALUES (%s, %s, 'a', 2, true, 812.5, now(), now(), now(), '[]')"
+    )
+
+    def worker(k: int) -> None:
+        with psycopg.connect(_dsn(database_url), autocommit=True) as conn:
+            session_id = session_ids[k % len(session_ids)]
+            barrier.wait()
+            deadline = time.perf_counter() + seconds
+            i = 0
+            while time.perf_counter() < deadline:
+                # trial_index unique per worker, so the unique key never fires
+                conn.execute(sql, (session_id, 1_000_000 + i * concurrency + k))
+                i += 1
+            counts[k] = i
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with psycopg.connect(_dsn(database_url), autocommit=True) as conn:
+        rows = conn.execute("SELECT count(*) FROM bench_raw_inserts").fetchone()[0]
+        conn.execute("DROP TABLE bench_raw_inserts")
+    if rows != sum(counts):
+        raise RuntimeError(f"raw inserts: {sum(counts)} sent, {rows} stored")
+    return {"rows": rows, "per_s": rows / seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    parser.add_argument("--participants", type=int, help="default 60 quick, 400 otherwise")
+    parser.add_argument("--concurrency", type=int, help="default 16 quick, 32 otherwise")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: the conf's)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument(
+        "--images-per-participant",
+        action="store_true",
+        help="every participant fetches its own images (no shared cache, as with no CDN)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "ASSAY_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+        help="a PostgreSQL URL whose user may create databases (env ASSAY_TEST_POSTGRES)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    log.setLevel(logging.INFO)
+    n = args.participants or (60 if args.quick else 400)
+    concurrency = args.concurrency or (16 if args.quick else 32)
+    raw_seconds = 4.0 if args.quick else 10.0
+    load_at_start = os.getloadavg()[0]  # other work on the machine skews every figure
+
+    with (
+        tempfile.TemporaryDirectory(prefix="assay-bench-") as tmp,
+        scratch_database(args.postgres) as url,
+    ):
+        workdir = Path(tmp)
+        t0 = time.perf_counter()
+        slug = launch_demo(url, workdir)
+        log.info("demo study launched on the procedural set (%.1f s)", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with gunicorn(url, workdir, args.workers, args.threads) as base:
+            log.info("gunicorn ready (%.1f s)", time.perf_counter() - t0)
+            log.info("%d participants, %d at a time, against %s", n, concurrency, base)
+            load = run_load(base, slug, n, concurrency, not args.images_per_participant)
+        results = load["results"]
+        checked = check_database(url, results)
+        raw = raw_insert_rate(url, concurrency, raw_seconds)
+
+    latencies = np.array([ms for r in results for ms in r.latencies_ms])
+    trials_per_s = checked["stored"] / load["elapsed_s"]
+    figures = {
+        "participants": n,
+        "completed": sum(r.status in ("completed", "screened_out") for r in results),
+        "failed": len(load["errors"]),
+        "concurrency": concurrency,
+        "trials_sent": int(sum(r.trials_sent for r in results)),
+        "trials_stored": checked["stored"],
+        "elapsed_s": round(load["elapsed_s"], 2),
+        "trials_per_s": round(trials_per_s, 1),
+        "trial_post_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "trial_post_p99_ms": round(float(np.percentile(latencies, 99)), 2),
+        "lost": checked["lost"],
+        "duplicates": checked["duplicates"],
+        "raw_inserts_per_s": round(raw["per_s"], 1),
+        "ratio_to_raw_insert": round(trials_per_s / raw["per_s"], 3),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m_at_start": round(load_at_start, 2),
+        "images": "per participant" if args.images_per_participant else "shared cache",
+    }
+    for error in load["errors"][:5]:
+        log.info("failed participant: %s", error)
+    log.info(
+        "%d trials stored in %.1f s: %.1f trials/s (participants' whole path, %d at a time)",
+        checked["stored"],
+        load["elapsed_s"],
+        trials_per_s,
+        concurrency,
+    )
+    log.info(
+        "trial POST latency p50 %.1f ms, p99 %.1f ms",
+        figures["trial_post_p50_ms"],
+        figures["trial_post_p99_ms"],
+    )
+    log.info("lost %d, duplicates %d", checked["lost"], checked["duplicates"])
+    log.info(
+        "raw single-row INSERTs: %.1f rows/s; ratio %.3f",
+        raw["per_s"],
+        figures["ratio_to_raw_insert"],
+    )
+    print(json.dumps(figures), flush=True)
+    return 0 if not load["errors"] and checked["lost"] == 0 and not checked["duplicates"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
