@@ -63,7 +63,9 @@ class DemoModel:
     accuracy: float
 
 
-def demo_dataset(data: str = "auto", *, split: str = "train", seed: int = 0) -> ImageDataset:
+def demo_dataset(
+    data: str = "auto", *, split: str = "train", seed: int = 0, n_procedural: int = 12000
+) -> ImageDataset:
     """Fashion-MNIST for "fashion-mnist" (or "auto" with a copy found), else procedural."""
     if data not in ("auto", "fashion-mnist", "procedural"):
         raise ValueError(f"data must be 'auto', 'fashion-mnist' or 'procedural', not {data!r}")
@@ -71,7 +73,7 @@ def demo_dataset(data: str = "auto", *, split: str = "train", seed: int = 0) -> 
         return load_fashion_mnist(split)
     if data == "auto":
         log.warning("no Fashion-MNIST copy found; the demo model uses procedural shapes")
-    n = 12000 if split == "train" else 4000
+    n = n_procedural if split == "train" else 4000
     return procedural_dataset(n, seed=seed + (0 if split == "train" else 1))
 
 
@@ -137,7 +139,7 @@ def load_demo_model(
     device: str | torch.device = "cpu",
 ) -> DemoModel:
     """The demo CNN, trained on first use and cached; returns it with its held-out images."""
-    train = demo_dataset(data, split="train", seed=seed)
+    train = demo_dataset(data, split="train", seed=seed, n_procedural=train_samples)
     test = demo_dataset(data, split="test", seed=seed)
     inputs = {
         "version": DEMO_VERSION,

@@ -43,6 +43,15 @@ def make_tiny_cnn() -> nn.Module:
     ).eval()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The test machines are small and shared: one intra-op thread avoids oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_cnn() -> nn.Module:
     return make_tiny_cnn()

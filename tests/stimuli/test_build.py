@@ -1,0 +1,126 @@
+import re
+
+import pytest
+
+from stimuli.build import build_stimuli
+from stimuli.build_config import load_build_config
+from stimuli.nmf import NMF
+from stimuli.stimulus_set import load_stimulus_set
+
+SMALL = """
+name = "small"
+output = "out"
+cache_dir = "cache"
+seed = {seed}
+
+[model]
+layers = ["block2", "block3"]
+data = "procedural"
+train_samples = 2000
+
+[images]
+limit = 500
+display_size = 56
+
+[units]
+per_layer = 3
+
+[dictionary]
+n_components = 8
+sae_epochs = 3
+fit_samples = 3000
+
+[exemplars]
+n_buckets = 3
+n_query_batches = 3
+subset_size = 200
+
+[importance]
+n_images = 32
+"""
+
+
+def write_config(folder, seed=0, text=SMALL):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "build.toml"
+    path.write_text(text.format(seed=seed))
+    return path
+
+
+def tree_bytes(folder):
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    config = write_config(tmp_path_factory.mktemp("first"))
+    return config, build_stimuli(config)
+
+
+def test_built_set_loads_with_matched_units_and_importance(built):
+    config, digest = built
+    stimulus_set = load_stimulus_set(config.parent / "out")
+    assert stimulus_set.digest == digest
+    units = stimulus_set.manifest.units
+    for layer in ("block2", "block3"):
+        counts = {
+            k: sum(u.layer == layer and u.kind == k for u in units)
+            for k in ("neuron", "nmf", "sae")
+        }
+        assert counts == {"neuron": 3, "nmf": 3, "sae": 3}
+    for unit in units:
+        assert isinstance(unit.covariates["importance"], float)
+        assert len(unit.references.max) == 3 + 1 and len(unit.queries) == 3 and len(unit.catch) == 1
+        assert not set(unit.references.max) & set(unit.references.min)
+    prov = stimulus_set.manifest.provenance
+    assert len(prov["model"]["checksum"]) == 64 and prov["seed"] == 0
+    assert prov["dictionaries"]["block3/nmf"]["dead"] == 0
+    assert {"package_version", "layers", "params", "images"} <= prov.keys()
+
+
+def test_same_seed_gives_a_byte_identical_set_and_a_rerun_reuses_work(built, tmp_path, monkeypatch):
+    config, digest = built
+    fresh = write_config(tmp_path / "second")  # its own cache: all but the model is recomputed
+    (fresh.parent / "cache").mkdir()
+    for trained in (config.parent / "cache").glob("demo-cnn-*.pt"):
+        (fresh.parent / "cache" / trained.name).write_bytes(trained.read_bytes())
+    assert build_stimuli(fresh) == digest
+    assert tree_bytes(fresh.parent / "out") == tree_bytes(config.parent / "out")
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a resumed build must not refit")
+
+    monkeypatch.setattr(NMF, "fit", refuse)
+    assert build_stimuli(fresh) == digest
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ('layers = ["block2", "block3"]', 'layers = ["block9"]'),
+            "unknown layer 'block9'; available layers: block1, block1.0",
+        ),
+        (
+            ("per_layer = 3", "per_layer = 0"),
+            "units.per_layer: Input should be greater than or equal to 1",
+        ),
+        (
+            ("source" if False else "seed = {seed}", "seed = {seed}\nextra = 1"),
+            "extra: Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_bad_configs(tmp_path, change, message):
+    config = write_config(tmp_path, text=SMALL.replace(*change))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_stimuli(config)
+
+
+def test_config_paths_are_relative_to_the_file(tmp_path):
+    config = load_build_config(write_config(tmp_path))
+    assert config.output == tmp_path / "out" and config.cache_dir == tmp_path / "cache"

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+from stimuli.activations import RunningExtremes, pool, unit_scores
+from stimuli.exemplars import SplitParams, split_exemplars
+from stimuli.importance import unit_importance
+
+
+def test_running_extremes_match_a_full_sort():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 20, (500, 6), generator=gen).float()  # many ties
+    subset = torch.tensor([3, 250, 499])
+    ext = RunningExtremes(7, subset=subset)
+    for start in range(0, 500, 64):
+        ext.update(torch.arange(start, min(start + 64, 500)), scores[start : start + 64])
+    for u in range(6):
+        # most extreme first, ties broken by the smaller image index
+        top = sorted(range(500), key=lambda i: (-scores[i, u], i))[:7]
+        bottom = sorted(range(500), key=lambda i: (scores[i, u], i))[:7]
+        assert ext.top_indices_[u].tolist() == top
+        assert ext.bottom_indices_[u].tolist() == bottom
+    assert torch.equal(ext.subset_scores_, scores[subset])
+    assert ext.n_seen_ == 500
+
+
+def test_pooling_and_dictionary_scores():
+    acts = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)  # N, C, H, W
+    assert torch.equal(pool(acts, "max"), acts.amax(dim=(2, 3)))
+    codes = unit_scores(acts, lambda m: m[:, :2] * 2, "mean")  # an "encoder" (M, C) -> (M, 2)
+    assert torch.allclose(codes, 2 * pool(acts, "mean")[:, :2])
+    with pytest.raises(ValueError, match="^pooling must be one of mean, max, not 'median'$"):
+        pool(acts, "median")
+
+
+def test_zimmermann_split():
+    params = SplitParams(n_buckets=3, n_reference_batches=2, n_query_batches=4, catch=True)
+    assert params.n_batches == 7 and params.n_extremes == 21
+    top, bottom = np.arange(100), np.arange(100, 200)
+    split = split_exemplars(top, bottom, params, np.random.default_rng(0))
+    assert len(split.references_max) == 2 * 3 + 1  # two reference batches and the catch image
+    assert split.references_max == sorted(split.references_max)  # most extreme first
+    assert len(split.queries) == 4 and len(split.catch) == 1
+    ((catch_max, catch_min),) = split.catch
+    assert catch_max in split.references_max and catch_min in split.references_min
+    query_max = [q for q, _ in split.queries]
+    assert set(query_max).isdisjoint(split.references_max)  # held out
+    assert all(q < 21 and q % 1 == 0 for q in query_max)
+    # each batch has one image per bucket: every query comes from the most extreme bucket
+    assert all(q < 7 for q in query_max)
+    # references take one image from each bucket of ranks [0, 7), [7, 14), [14, 21)
+    assert sorted(r // 7 for r in split.references_max) == [0, 0, 0, 1, 1, 2, 2]
+
+
+def test_hard_queries_come_from_inner_percentiles():
+    params = SplitParams(n_buckets=2, n_query_batches=3, hard_percentiles=(0.8, 0.9))
+    scores = np.linspace(0, 1, 200)  # image i scores i / 199
+    top, bottom = np.arange(199, -1, -1), np.arange(200)
+    split = split_exemplars(
+        top,
+        bottom,
+        params,
+        np.random.default_rng(1),
+        subset_index=np.arange(200),
+        subset_scores=scores,
+    )
+    assert all(159 <= a <= 180 for a, _ in split.queries)
+    assert all(19 <= b <= 40 for _, b in split.queries)
+
+
+def test_split_needs_enough_extremes():
+    with pytest.raises(ValueError, match="^top has 5 images, the split needs 18$"):
+        split_exemplars(
+            np.arange(5),
+            np.arange(5),
+            SplitParams(n_buckets=1, n_query_batches=16),
+            np.random.default_rng(0),
+        )
+
+
+def test_importance_is_the_same_for_a_neuron_and_its_identity_feature(tiny_cnn):
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    neurons = unit_importance(tiny_cnn, "0", x, [0, 3, 5])
+    identity = torch.eye(8)
+    features = unit_importance(
+        tiny_cnn, "0", x, [0, 3, 5], encoder=lambda m: m, dictionary=identity
+    )
+    assert torch.allclose(neurons, features, atol=1e-6)
+    assert neurons.abs().sum() > 0
+    with pytest.raises(ValueError, match="^give both encoder and dictionary"):
+        unit_importance(tiny_cnn, "0", x, [0], dictionary=identity)
