@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -11,7 +12,9 @@ import threading
 from pathlib import Path
 
 import click
+import pandas as pd
 
+from analysis import glmm, lmm
 from assay import __version__
 from experiments.study import StudyFileError, load_study
 from experiments.two_afc import PlanError
@@ -216,6 +219,36 @@ def simulate_cmd(slug: str, participants: int, url: str, workers: int, seed: int
         f"{len(results)} participants: {done} completed, "
         f"{len(results) - done} screened out; {sum(r.trials_sent for r in results)} trials"
     )
+
+
+@main.command("glmm")
+@click.argument("formula")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--family", type=click.Choice(["binomial", "gaussian"]), default="binomial")
+@click.option("--link", type=click.Choice(["logit", "probit"]), default="logit")
+@click.option("--factor", "factors", multiple=True, help="Treat this numeric column as a factor.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
+def glmm_cmd(
+    formula: str, data_path: Path, family: str, link: str, factors: tuple[str, ...], as_json: bool
+) -> None:
+    """Fit a mixed model (lme4 formula syntax) on a CSV file, as R's glmer/lmer would."""
+    try:
+        data = pd.read_csv(data_path)
+    except (OSError, pd.errors.ParserError) as exc:
+        _fail(f"{data_path}: cannot read CSV ({exc})")
+    missing = [f for f in factors if f not in data.columns]
+    if missing:
+        _fail(f"--factor {missing[0]!r} is not a column of {data_path}")
+    for name in factors:
+        data[name] = data[name].astype(str)
+    try:
+        if family == "gaussian":
+            result = lmm(formula, data)
+        else:
+            result = glmm(formula, data, family=family, link=link)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(result.to_dict()) if as_json else result.summary())
 
 
 @main.command("serve")

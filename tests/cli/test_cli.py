@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -123,3 +125,21 @@ def test_demo_runs_headless_end_to_end_and_exports(tmp_path):
     export = run("export", "demo-2afc", "--out", out, "--database-url", url)
     assert export.exit_code == 0, export.output
     assert pd.read_parquet(out).shape == frame.shape
+
+
+def test_glmm_command_prints_json_and_refuses_bad_input(tmp_path):
+    shared = Path(os.environ.get("ASSAY_SHARED", ROOT.parent / "shared"))
+    cbpp = shared / "data" / "lme4" / "cbpp.csv"
+    if not cbpp.exists():
+        pytest.skip(f"shared data not found at {shared}")
+    formula = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+    result = run("glmm", formula, "--data", cbpp, "--factor", "period", "--json")
+    assert result.exit_code == 0, result.output
+    fit = json.loads(result.output)
+    assert set(fit["fixef"]) == {"(Intercept)", "period2", "period3", "period4"}
+    assert fit["converged"] and not fit["singular"]
+    assert fit["loglik"] == pytest.approx(-92.0263, abs=1e-3)  # lme4 1.1-31
+    bad = run("glmm", formula, "--data", cbpp, "--factor", "season")
+    assert bad.exit_code == 2 and "--factor 'season' is not a column" in bad.output
+    unknown = run("glmm", "incidence ~ colour + (1 | herd)", "--data", cbpp)
+    assert unknown.exit_code == 2 and "colour" in unknown.output
