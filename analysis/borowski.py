@@ -19,6 +19,8 @@ per trial of 10 participants. The mapping to the export's columns:
 - ``choice``: ``response`` (``a`` or ``b``, the two query images); ``confidence``: the
   absolute rating 1-3; ``rt_ms``: ``RT`` in milliseconds; ``block``: ``block_nr``;
   ``trial_index``: ``trial_nr``.
+- The file has one negative RT (-68.7 ms, S05, a none_post trial); it is kept as published
+  and left out of log-RT models, which use positive times only.
 - No timestamps were published (``presented_at`` and ``responded_at`` are missing), every
   practice trial was a first attempt, and all sessions are completed, live sessions.
 """

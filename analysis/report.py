@@ -20,6 +20,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 import analysis
 from analysis.exclusions import ExclusionResult, apply_exclusions
@@ -182,6 +183,8 @@ def plot_rt(main: pd.DataFrame, colors: Mapping[str, str]) -> str:
             ax.hist(rt[sel], bins=bins, histtype="step", lw=1.6, color=colors[cond],
                     label=f"{cond} (median {np.median(rt[sel]):.2f} s)")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(frameon=False, fontsize=8)
     ax.set_xlabel("response time (s, log scale)")
     ax.set_ylabel("trials")
@@ -215,6 +218,8 @@ def _cell(value: object) -> str:
     if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
     if isinstance(value, float | np.floating):
+        if value == 0:
+            return "0"
         return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
     return str(value)
 
