@@ -8,7 +8,13 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.models import ParticipantSession, Study, StudyVersion, TrialResponse
+from server.models import (
+    ParticipantSession,
+    PlatformIdentity,
+    Study,
+    StudyVersion,
+    TrialResponse,
+)
 
 COLUMNS = [
     "study",
@@ -32,6 +38,12 @@ COLUMNS = [
     "presented_at",
     "responded_at",
     "n_events",
+    # per session, repeated on each of its rows (for the exclusion rules)
+    "started_at",
+    "finished_at",
+    "instructions_seconds",
+    "practice_attempts",
+    "participant_key",
 ]
 
 
@@ -42,8 +54,9 @@ def pseudonym(public_id: str) -> str:
 
 def trial_rows(db: Session, slug: str, include_preview: bool = False) -> pd.DataFrame:
     query = (
-        select(TrialResponse, ParticipantSession, StudyVersion.version)
+        select(TrialResponse, ParticipantSession, StudyVersion.version, PlatformIdentity.pid_key)
         .join(ParticipantSession, TrialResponse.session_id == ParticipantSession.id)
+        .outerjoin(PlatformIdentity, PlatformIdentity.session_id == ParticipantSession.id)
         .join(StudyVersion, ParticipantSession.study_version_id == StudyVersion.id)
         .join(Study, StudyVersion.study_id == Study.id)
         .where(Study.slug == slug)
@@ -52,7 +65,7 @@ def trial_rows(db: Session, slug: str, include_preview: bool = False) -> pd.Data
     if not include_preview:
         query = query.where(ParticipantSession.mode != "preview")
     rows = []
-    for response, psession, version in db.execute(query):
+    for response, psession, version, pid_key in db.execute(query):
         planned = psession.plan[response.trial_index]
         rows.append(
             {
@@ -77,10 +90,15 @@ def trial_rows(db: Session, slug: str, include_preview: bool = False) -> pd.Data
                 "presented_at": response.presented_at,
                 "responded_at": response.responded_at,
                 "n_events": len(response.events),
+                "started_at": psession.started_at,
+                "finished_at": psession.finished_at,
+                "instructions_seconds": psession.instructions_seconds,
+                "practice_attempts": psession.practice_attempts,
+                "participant_key": pid_key,
             }
         )
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("presented_at", "responded_at"):
+    for col in ("presented_at", "responded_at", "started_at", "finished_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
     return frame
 

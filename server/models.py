@@ -115,6 +115,9 @@ class PlatformIdentity(Base):
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), unique=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     platform_pid: Mapped[str] = mapped_column(String(100))
+    # A keyed hash of the PID (see server.tokens.participant_key): the same person gets the
+    # same key in every study, so exports can flag repeat participation without the PID.
+    pid_key: Mapped[str | None] = mapped_column(String(32), index=True)
     platform_study_id: Mapped[str | None] = mapped_column(String(100))
     platform_session_id: Mapped[str | None] = mapped_column(String(100))
 

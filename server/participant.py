@@ -41,7 +41,7 @@ from server.flow import (
 )
 from server.models import Image
 from server.sessions import UnknownStudy, get_session, start_session
-from server.tokens import HEADER, sign, verify
+from server.tokens import HEADER, participant_key, sign, verify
 from server.trials import FlowError, TrialIn, record_trial
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def entry(slug: str):
                 slug,
                 mode=mode,
                 pid=pid,
+                pid_key=participant_key(current_app.config["SECRET_KEY"], pid) if pid else None,
                 platform_study_id=args["STUDY_ID"],
                 platform_session_id=args["SESSION_ID"],
                 user_agent=request.headers.get("User-Agent"),

@@ -69,6 +69,7 @@ def start_session(
     *,
     mode: Mode,
     pid: str | None = None,
+    pid_key: str | None = None,
     platform_study_id: str | None = None,
     platform_session_id: str | None = None,
     user_agent: str | None = None,
@@ -118,6 +119,7 @@ def start_session(
                 session_id=session.id,
                 study_id=version.study_id,
                 platform_pid=pid,
+                pid_key=pid_key,
                 platform_study_id=platform_study_id,
                 platform_session_id=platform_session_id,
             )

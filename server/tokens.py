@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from itsdangerous import BadSignature, URLSafeSerializer
 
 HEADER = "X-Assay-Session"
@@ -18,3 +21,9 @@ def verify(secret: str, token: str) -> str | None:
     except BadSignature:
         return None
     return value if isinstance(value, str) else None
+
+
+def participant_key(secret: str, platform_pid: str) -> str:
+    """A pseudonym for a platform ID, stable across studies while the secret is unchanged."""
+    digest = hmac.new(secret.encode(), b"assay-pid:" + platform_pid.encode(), hashlib.sha256)
+    return "K-" + digest.hexdigest()[:24]

@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 
-from server.export import COLUMNS
+from server.export import COLUMNS, trial_rows
 from server.extensions import get_db
 from server.researchers import create_researcher
 from tests.server.participant_client import Participant, complete
@@ -66,3 +66,20 @@ def test_dashboard_shows_progress_and_downloads_pseudonymous_data(app, client, l
     assert frame["participant"].nunique() == 2
     assert not frame.astype(str).apply(lambda c: c.str.contains("PID-DASH")).any().any()
     assert set(frame["trial_kind"]) == {"practice", "main", "catch"}
+
+
+def test_export_keys_a_person_the_same_across_studies_without_the_pid(app, launch):
+    first, second = launch(), launch()
+    for slug in (first, second):
+        p = Participant(app.test_client(), slug, pid="PID-REPEAT-7")
+        complete(p, session_of(app, p).plan)
+    with app.app_context():
+        frames = [trial_rows(get_db(), slug) for slug in (first, second)]
+    keys = [set(f["participant_key"]) for f in frames]
+    assert keys[0] == keys[1] and len(keys[0]) == 1
+    key = keys[0].pop()
+    assert key.startswith("K-") and "PID-REPEAT-7" not in key
+    assert set(frames[0]["participant"]) != set(frames[1]["participant"])  # sessions differ
+    session = frames[0].iloc[0]
+    assert session["instructions_seconds"] == 30 and session["practice_attempts"] == 1
+    assert session["finished_at"] > session["started_at"]
