@@ -15,11 +15,13 @@ import click
 import pandas as pd
 
 from analysis import glmm, lmm
+from analysis.report import report_command
 from assay import __version__
 from experiments.study import StudyFileError, load_study
 from experiments.two_afc import PlanError
 from server.app import create_app
 from server.catalog import import_stimulus_set, launch_study
+from server.config import load_config
 from server.devserver import serving
 from server.export import trial_rows, write_export
 from server.extensions import get_db
@@ -251,6 +253,55 @@ def glmm_cmd(
     click.echo(json.dumps(result.to_dict()) if as_json else result.summary())
 
 
+@main.command("report")
+@click.argument("slug")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An export file (CSV or Parquet) instead of the database.",
+)
+@click.option(
+    "--study-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The study file whose [exclusions] to apply.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (default report-SLUG).",
+)
+@click.option("--include-preview", is_flag=True)
+@click.option("--seed", default=0, show_default=True)
+@db_option
+def report(
+    slug: str,
+    data_path: Path | None,
+    study_file: Path | None,
+    out_dir: Path | None,
+    include_preview: bool,
+    seed: int,
+    database_url: str | None,
+) -> None:
+    """Write the HTML report (plots, exclusions, mixed models) and tidy result CSVs."""
+    if data_path is None and database_url is None:
+        database_url = load_config()["DATABASE_URL"]
+    try:
+        path = report_command(
+            slug,
+            out_dir=out_dir,
+            data=data_path,
+            database_url=database_url,
+            study_file=study_file,
+            include_preview=include_preview,
+            seed=seed,
+        )
+    except (ValueError, StudyFileError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {path}")
+
+
 @main.command("serve")
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -301,6 +352,14 @@ def demo(workdir: Path, n_simulated: int, no_serve: bool, port: int) -> None:
             frame = trial_rows(get_db(), launched.slug)
         write_export(frame, workdir / "trials.csv")
         click.echo(f"exported {len(frame)} trials to {workdir / 'trials.csv'}")
+        if n_simulated:
+            path = report_command(
+                launched.slug,
+                data=workdir / "trials.csv",
+                study_file=study_file,
+                out_dir=workdir / "report",
+            )
+            click.echo(f"report: {path}")
         if not no_serve:
             click.echo("serving; press Ctrl+C to stop")
             with contextlib.suppress(KeyboardInterrupt):

@@ -105,7 +105,7 @@ def run_participant(
             np.linalg.norm(mean(q) - ref_min) - np.linalg.norm(mean(q) - ref_max)
             for q in (trial["query_a"], trial["query_b"])
         ]
-        margin = skill * (evidence[0] - evidence[1]) / 20.0 + rng.logistic()
+        margin = skill * (evidence[0] - evidence[1]) / 80.0 + rng.logistic()
         choice = "a" if margin > 0 else "b"
         confidence = int(min(3, 1 + abs(margin) // 1.5))
         rt = float(rng.lognormal(np.log(1800), 0.4))

@@ -2,7 +2,9 @@
 
 Each unit "prefers" a colour and grating orientation: its maximally activating images are
 noisy gratings near that preference and its minimally activating ones are far from it, so a
-human can learn the unit from its references, as in a real 2AFC study.
+human can learn the unit from its references, as in a real 2AFC study. Neurons are made
+less distinct than dictionary features (their two extremes differ less in colour), so the
+demo study has an effect to find.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def build_procedural_set(
             for i in range(units_per_kind):
                 pref = rng.uniform(0, np.pi)
                 hue_max = rng.uniform(0.3, 1.0, size=3)
-                hue_min = 1.2 - hue_max
+                separation = 0.35 if kind == "neuron" else 1.0
+                hue_min = hue_max + (1.2 - 2 * hue_max) * separation
 
                 def sample(extreme: str, _pref: float = pref, _hmax=hue_max, _hmin=hue_min) -> str:
                     jitter = rng.normal(0, 0.15)
