@@ -333,6 +333,7 @@ def test_offline_trials_are_sent_when_back_online(browser, site):
     main = me.main_indices()
     assert me.answer() == main[0]
     expect(status).to_be_hidden()
+    me.page.wait_for_function("() => window.assay.outbox.size === 0")  # main[0] has been stored
 
     me.page.context.set_offline(True)
     for expected in main[1:4]:
@@ -414,7 +415,7 @@ def test_declining_consent_ends_politely_and_is_recorded(browser, site):
     me = Participant.open(browser, site)
     me.click("I do not agree")
     expect(me.page.locator(".assay-task")).to_contain_text("You have declined to take part")
-    me.page.wait_for_function("window.assay.outbox.size === 0")
+    me.page.wait_for_function("() => window.assay.outbox.size === 0")
     assert site.session(me.pid).status == "declined"
     me.page.reload()
     expect(me.page.locator(".assay-task")).to_contain_text("You have declined to take part")
