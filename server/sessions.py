@@ -17,6 +17,9 @@ from server.models import ParticipantSession, PlatformIdentity, Study, StudyVers
 from stimuli.stimulus_set import StimulusManifest
 
 Mode = Literal["live", "pilot", "preview"]
+# Parsed (spec, manifest) by (spec digest, stimulus-set digest): content-addressed, so safe
+# to share between requests and databases.
+_PARSED: dict[tuple[str, str], tuple[StudySpec, StimulusManifest]] = {}
 # Sessions in these states no longer hold a place in their cell.
 RELEASED = ("declined", "screened_out")
 
@@ -55,6 +58,22 @@ def _choose_cell(db: Session, version: StudyVersion, spec: StudySpec) -> dict:
     return min(version.cells, key=lambda c: counts[_cell_key(c)])  # ties: first in order
 
 
+def _parsed(version: StudyVersion) -> tuple[StudySpec, StimulusManifest]:
+    """Validated spec and manifest of a version; cached by content, as versions never change."""
+    set_row = version.stimulus_set
+    key = (version.spec_digest, set_row.digest)
+    if key in _PARSED:
+        return _PARSED[key]
+    parsed = (
+        StudySpec.model_validate(version.spec),
+        StimulusManifest.model_validate(set_row.manifest),
+    )
+    if len(_PARSED) >= 32:
+        _PARSED.pop(next(iter(_PARSED)))
+    _PARSED[key] = parsed
+    return parsed
+
+
 def _find_by_pid(db: Session, study_id: int, pid: str) -> ParticipantSession | None:
     return db.scalar(
         select(ParticipantSession)
@@ -86,13 +105,12 @@ def start_session(
         found = _find_by_pid(db, version.study_id, pid)
         if found is not None:
             return found
+    spec, manifest = _parsed(version)  # before the lock: it is the slow part
     db.scalar(select(Study.id).where(Study.id == version.study_id).with_for_update())
     if pid is not None:  # re-check under the lock: a twin request may have just created it
         found = _find_by_pid(db, version.study_id, pid)
         if found is not None:
             return found
-    spec = StudySpec.model_validate(version.spec)
-    manifest = StimulusManifest.model_validate(version.stimulus_set.manifest)
     cell = _choose_cell(db, version, spec)
     public_id = secrets.token_hex(16)
     rng = np.random.default_rng(int(public_id, 16))

@@ -95,16 +95,15 @@ def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> St
         received_at=now(),
         events=[e.model_dump() for e in trial.events],
     )
-    existing = _stored(db, session.id, trial.trial_index)
-    if existing is None:
-        if session.status not in TRIAL_STATUSES:
-            raise FlowError(f"session is in state {session.status!r}; no new trials accepted")
+    if session.status in TRIAL_STATUSES:
         inserted = db.scalar(_insert(db).values(**values).returning(TrialResponse.id))
         if inserted is not None:
             if session.status == "instructions":
                 session.status = "trials"
             return Stored(duplicate=False, correct=correct)
-        existing = _stored(db, session.id, trial.trial_index)  # lost a race to a twin request
+    existing = _stored(db, session.id, trial.trial_index)
+    if existing is None:
+        raise FlowError(f"session is in state {session.status!r}; no new trials accepted")
     same = (existing.choice, existing.confidence, existing.rt_ms) == (
         trial.choice,
         trial.confidence,
