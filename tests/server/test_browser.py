@@ -3,6 +3,9 @@
 One small study served by the dev server on SQLite; three participants: one completes
 everything (practice repeated once), one reloads mid-practice and mid-main, one goes offline
 for several trials. Afterwards the database must hold every trial on each path exactly once.
+Others preview, decline, or fail the catch trials and are screened out. A second study on
+the same server puts the strong examples on the left, gives feedback on main trials, and
+has researcher text that looks like HTML.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlparse
 
 import pytest
 from sqlalchemy import func, select
@@ -45,6 +48,8 @@ LOCK_MS = 200
 MAIN, CATCH = 5, 2  # catch_rate 0.4 of 5 main trials: 2 catch trials
 PRACTICE, MAX_ATTEMPTS = 2, 3
 CODE = "DEMO2AFC"
+SCREENOUT = "DEMOSCREEN"
+HOSTILE = "<img src=x onerror=alert(1)>"
 PROLIFIC = re.compile(r"^https://app\.prolific\.com/")
 # Reported CSP violations come back through the console, where the test collects errors.
 CSP_PROBE = """
@@ -126,27 +131,60 @@ class Site:
             )
 
 
+def _launch(app, stimulus_dir: Path, slug: str, **overrides) -> None:
+    spec = demo_spec(slug, stimulus_set=stimulus_dir.name, **overrides)
+    with app.app_context():
+        db = get_db()
+        with db.begin():
+            launch_study(db, spec, stimulus_dir.parent / "study.toml")
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, stimulus_dir):
+    """The demo study (screen-out on failed catch trials included), small and quick."""
     tmp = tmp_path_factory.mktemp("browser")
     databases = fresh_database("sqlite", tmp)
     url = next(databases)
     app = create_app(app_config(url, tmp))
     slug = "browser-" + secrets.token_hex(3)
-    spec = demo_spec(
+    _launch(
+        app,
+        stimulus_dir,
         slug,
-        stimulus_set=stimulus_dir.name,
         two_afc={"response_lock_ms": LOCK_MS, "feedback": False, "progress": True},
         trials={"main": MAIN, "catch_rate": CATCH / MAIN},
         practice={"trials": PRACTICE, "max_attempts": MAX_ATTEMPTS},
     )
-    with app.app_context():
-        db = get_db()
-        with db.begin():
-            launch_study(db, spec, stimulus_dir.parent / "study.toml")
     with serving(app) as base:
         yield Site(base, slug, app)
     app.extensions["assay.engine"].dispose()
+
+
+@pytest.fixture(scope="module")
+def variant(site, stimulus_dir):
+    """A second study on the same server: strong examples on the left, feedback on main
+    trials too, one practice trial, two main trials, and researcher text with markup."""
+    slug = "variant-" + secrets.token_hex(3)
+    _launch(
+        site.app,
+        stimulus_dir,
+        slug,
+        two_afc={"response_lock_ms": LOCK_MS, "feedback": True, "max_side": "left"},
+        trials={"main": 2, "catch_rate": 0.0},
+        practice={"trials": 1, "max_attempts": 1},
+        texts={"consent": f"Do you agree? {HOSTILE}", "debrief": f"Thanks! {HOSTILE}"},
+        questionnaire=[
+            {"id": "strategy", "prompt": f"How did you decide? {HOSTILE}"},
+            {
+                "id": "difficulty",
+                "prompt": "How hard was the task?",
+                "kind": "choice",
+                "options": ["easy", "medium", "hard"],
+                "required": True,
+            },
+        ],
+    )
+    return Site(site.url, slug, site.app)
 
 
 @dataclass
@@ -157,6 +195,8 @@ class Participant:
     page: Page
     pid: str
     errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
     plan: list[dict] = field(default_factory=list)
 
     @classmethod
@@ -168,6 +208,13 @@ class Participant:
         me = cls(site, page, "P" + secrets.token_hex(6))
         page.on("console", lambda m: me.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda exc: me.errors.append(f"pageerror: {exc}"))
+        page.on("request", lambda request: me.requests.append(request.url))
+
+        def dialog(d) -> None:
+            me.dialogs.append(d.message)
+            d.dismiss()
+
+        page.on("dialog", dialog)
         page.route(PROLIFIC, lambda route: route.fulfill(body="<p>Prolific</p>"))
         if preview:  # no platform IDs: a researcher's look at the study
             page.goto(f"{site.url}/s/{site.slug}")
@@ -213,15 +260,23 @@ class Participant:
         self.click("Continue")
         return index
 
-    def finish(self) -> str:
+    def questionnaire(self) -> None:
         form = self.page.locator("#jspsych-survey-html-form")
         expect(form).to_be_visible()
         form.locator('textarea[name="strategy"]').fill("colours <b>&</b> stripes")
         form.locator('input[name="difficulty"][value="medium"]').check()
         self.page.locator("#jspsych-survey-html-form-next").click()
+
+    def finish(self) -> str:
+        self.questionnaire()
         self.click("Finish")
         self.page.wait_for_url(PROLIFIC)
         return self.page.url
+
+    def delivered(self) -> Counter:
+        """Trial index -> stored rows, once this page's outbox is empty."""
+        self.page.wait_for_function("() => window.assay.outbox.size === 0")
+        return self.site.stored(self.pid)
 
     def main_indices(self) -> list[int]:
         return [t["index"] for t in self.plan if t["kind"] != "practice"]
@@ -419,5 +474,77 @@ def test_declining_consent_ends_politely_and_is_recorded(browser, site):
     assert site.session(me.pid).status == "declined"
     me.page.reload()
     expect(me.page.locator(".assay-task")).to_contain_text("You have declined to take part")
+    assert me.errors == []
+    me.close()
+
+
+def test_failed_catch_trials_screen_out_to_prolific(browser, site):
+    me = Participant.open(browser, site)
+    me.start()
+    assert [me.practice(), me.practice()] == [0, 1]
+    me.click("Start")
+    for expected in me.main_indices():  # every catch trial wrong, every other one right
+        assert me.answer(right=me.plan[expected]["kind"] != "catch") == expected
+    assert me.finish() == "https://app.prolific.com/submissions/complete?cc=" + SCREENOUT
+    assert me.errors == []
+    assert site.session(me.pid).status == "screened_out"
+    me.close()
+
+
+def test_max_side_left_puts_the_strong_examples_on_the_left(browser, variant):
+    me = Participant.open(browser, variant)
+    me.start()
+    assert me.trial() == 0
+    expect(me.page.locator(".afc-question")).to_have_text(
+        "Which image in the middle belongs with the strongly activating examples (the left side)?"
+    )
+    expect(me.page.locator(".afc-queries h2")).to_have_text("Which belongs on the left?")
+    strong, middle, weak = (
+        me.page.locator(selector).bounding_box()["x"]
+        for selector in (".afc-max", ".afc-queries", ".afc-min")
+    )
+    assert strong < middle < weak
+    assert me.errors == []
+    me.close()
+
+
+def test_feedback_follows_main_trials_when_the_study_asks_for_it(browser, variant):
+    me = Participant.open(browser, variant)
+    me.start()
+    assert me.practice() == 0
+    content = me.page.locator("#jspsych-content")
+    expect(content).to_contain_text("Now the main part begins.")
+    expect(content).not_to_contain_text("no longer be told")
+    me.click("Start")
+    main = me.main_indices()
+    # The same feedback screen as in practice, for main trials (wrong, then right).
+    assert [me.practice(right=False), me.practice()] == main
+    expect(me.page.locator("#jspsych-survey-html-form")).to_be_visible()
+    assert me.delivered() == {0: 1, main[0]: 1, main[1]: 1}
+    assert me.errors == []
+    me.close()
+
+
+def test_researcher_text_that_looks_like_html_is_shown_as_text(browser, variant):
+    me = Participant.open(browser, variant)
+    content = me.page.locator("#jspsych-content")
+    planted = me.page.locator('img[src="x"]')
+    expect(content).to_contain_text(f"Do you agree? {HOSTILE}")
+    expect(planted).to_have_count(0)
+    me.start()
+    assert me.practice() == 0
+    me.click("Start")
+    assert [me.practice(), me.practice()] == me.main_indices()
+    expect(me.page.locator("legend").first).to_have_text(f"How did you decide? {HOSTILE}")
+    expect(planted).to_have_count(0)
+    me.questionnaire()
+    expect(content).to_contain_text(f"Thanks! {HOSTILE}")
+    expect(planted).to_have_count(0)
+    me.click("Finish")
+    me.page.wait_for_url(PROLIFIC)
+    # An <img src=x> made anywhere, even in a detached element, would have been fetched;
+    # its onerror would have been refused by the CSP (reported as an error) or shown a dialog.
+    assert [u for u in me.requests if urlparse(u).path.endswith("/x")] == []
+    assert me.dialogs == []
     assert me.errors == []
     me.close()
