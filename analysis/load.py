@@ -60,7 +60,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     Extra columns are kept (session-level ones typed, others untouched). Raises
     ``ValueError`` naming the missing columns or the first bad value.
     """
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in COLUMNS if c not in frame.columns and c not in SESSION_COLUMNS]
     if missing:
         raise ValueError(f"not a trial export: missing column(s) {', '.join(missing)}")
     out = frame.copy()

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from analysis.exclusions import ORDER, apply_exclusions, as_rules
-from analysis.load import read_trials, session_table, tidy
+from analysis.load import SESSION_COLUMNS, read_trials, session_table, tidy
 from experiments.study import Exclusions, load_study
 from server.export import COLUMNS, write_export
 
@@ -61,8 +61,8 @@ def make_trials(people: dict[str, dict] | None = None, *, n_main: int = 20, n_ca
                 "practice_attempts": attempts, "participant_key": p.get("key", "k-" + pid),
             })
     frame = pd.DataFrame(rows)
-    if not session_columns:
-        frame = frame[COLUMNS]
+    if not session_columns:  # trial columns only, as an export without session data
+        frame = frame[[c for c in COLUMNS if c not in SESSION_COLUMNS]]
     return tidy(frame)
 
 
@@ -131,7 +131,7 @@ def test_rules_from_the_study_file_and_unset_rules():
 
 
 def test_rules_without_data_say_so_instead_of_passing_everyone():
-    trials = make_trials(PEOPLE)  # the export's columns only
+    trials = make_trials(PEOPLE)  # trial columns only
     result = apply_exclusions(trials, RULES)
     notes = result.table.set_index("rule")["note"]
     assert notes["instructions_min_seconds"] == \
