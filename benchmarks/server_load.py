@@ -22,10 +22,8 @@ import argparse
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,8 +41,9 @@ from experiments.study import load_study
 from server.app import create_app
 from server.catalog import launch_study
 from server.extensions import get_db
+from server.gunicorn_process import running_gunicorn
 from server.migrate import upgrade
-from server.simulate import SimResult, SimulationError, _ImageCache, run_participant
+from server.simulate import ImageCache, SimResult, SimulationError, run_participant
 from stimuli.procedural import build_procedural_set
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,36 +110,9 @@ def gunicorn(database_url: str, workdir: Path, workers: int | None, threads: int
     )
     if workers:
         env["ASSAY_WORKERS"] = str(workers)
-    conf = ROOT / "deploy" / "gunicorn.conf.py"
-    log_path = workdir / "gunicorn.log"
-    command = [
-        sys.executable, "-m", "gunicorn", "-c", str(conf), "--log-level", "info", "server.wsgi:app"
-    ]  # fmt: skip
-    with open(log_path, "w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            listening = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
-            n_booting = re.compile(r"Booting worker")
-            deadline = time.monotonic() + 60
-            while True:
-                text = log_path.read_text()
-                found = listening.search(text)
-                booted = len(n_booting.findall(text))
-                ready = text.count("assay app ready in worker")
-                if found and booted and ready >= booted:
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start:\n{text}")
-                time.sleep(0.1)
-            log.info("gunicorn: %d workers x %d threads at %s", booted, threads, found.group(1))
-            yield found.group(1)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with running_gunicorn(env, workdir / "gunicorn.log") as base:
+        log.info("gunicorn at %s", base)
+        yield base
 
 
 def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool) -> dict:
@@ -151,7 +123,7 @@ def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool
     fetches every image it is shown, as browsers do with no cache in front.
     """
     skills = np.random.default_rng(0).gamma(4.0, 0.3, size=n)
-    cache = _ImageCache() if shared_images else None
+    cache = ImageCache() if shared_images else None
     errors: list[str] = []
 
     def one(i: int) -> SimResult | None:

@@ -35,7 +35,7 @@ class SimResult:
     latencies_ms: list[float] = field(default_factory=list)
 
 
-class _ImageCache:
+class ImageCache:
     """Mean RGB per image URL; shared by the participants of one run."""
 
     def __init__(self) -> None:
@@ -66,13 +66,13 @@ def run_participant(
     *,
     skill: float = 1.0,
     seed: int = 0,
-    images: _ImageCache | None = None,
+    images: ImageCache | None = None,
     pilot: bool = False,
 ) -> SimResult:
     """One participant from entry to completion code; returns what the server answered."""
     base = base_url.rstrip("/")
     rng = np.random.default_rng(seed)
-    images = images or _ImageCache()
+    images = images or ImageCache()
     http = requests.Session()
     params = {"PROLIFIC_PID": pid, "STUDY_ID": "SIMSTUDY", "SESSION_ID": f"S{seed}"}
     if pilot:
@@ -151,7 +151,7 @@ def simulate(
     """N participants, ``workers`` at a time, with skills drawn around a typical person's."""
     rng = np.random.default_rng(seed)
     skills = rng.gamma(4.0, 0.3, size=n)
-    cache = _ImageCache()
+    cache = ImageCache()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [
             pool.submit(

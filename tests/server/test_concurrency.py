@@ -12,8 +12,6 @@ import importlib.util
 import os
 import re
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,11 +32,12 @@ from server.catalog import launch_study
 from server.db import make_engine
 from server.devserver import serving
 from server.extensions import get_db
+from server.gunicorn_process import CONF as GUNICORN_CONF
+from server.gunicorn_process import running_gunicorn
 from server.models import ParticipantSession, PlatformIdentity, Study, StudyVersion, TrialResponse
 from server.tokens import HEADER
-from tests.conftest import ROOT, app_config, demo_spec, fresh_database
+from tests.conftest import app_config, demo_spec, fresh_database
 
-GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 REDIS_URL = os.environ.get("ASSAY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 TOKEN = re.compile(r'data-token="([^"]+)"')
 
@@ -58,18 +57,6 @@ class Gunicorn:
 
     def log_text(self) -> str:
         return self.log.read_text()
-
-
-def _wait_for(predicate: Callable[[], object], what: str, proc: subprocess.Popen, log: Path):
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited ({proc.returncode}):\n{log.read_text()}")
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gunicorn: no {what} after 40 s:\n{log.read_text()}")
 
 
 @contextmanager
@@ -94,28 +81,8 @@ def gunicorn(
         ASSAY_ENTRY_RATE_LIMIT="100000 per minute",
     )
     environment.update(env)
-    command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "server.wsgi:app"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT
-        )
-        try:
-            listening = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
-            base = _wait_for(lambda: listening.search(log.read_text()), "port", proc, log)
-            _wait_for(
-                lambda: log.read_text().count("assay app ready in worker") >= workers,
-                "ready workers",
-                proc,
-                log,
-            )
-            yield Gunicorn(base.group(1), log)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with running_gunicorn(environment, log) as base:
+        yield Gunicorn(base, log)
 
 
 def _launch(database_url: str, tmp: Path, stimulus_dir: Path) -> str:
