@@ -15,7 +15,9 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, func, select
 
 from assay.cli import main
-from server.export import COLUMNS
+from server.devserver import serving
+from server.export import COLUMNS, trial_rows
+from server.extensions import get_db
 from server.models import Image, StudyVersion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,3 +145,17 @@ def test_glmm_command_prints_json_and_refuses_bad_input(tmp_path):
     assert bad.exit_code == 2 and "--factor 'season' is not a column" in bad.output
     unknown = run("glmm", "incidence ~ colour + (1 | herd)", "--data", cbpp)
     assert unknown.exit_code == 2 and "colour" in unknown.output
+
+
+def test_simulate_drives_participants_through_a_running_server(app, launch):
+    slug = launch()
+    with serving(app) as base:
+        result = run("simulate", slug, "--participants", "3", "--url", base, "--workers", "3")
+        assert result.exit_code == 0, result.output
+        assert "3 participants:" in result.output
+        unknown = run("simulate", "no-such-study", "--participants", "1", "--url", base)
+    assert unknown.exit_code == 2 and "entry failed: 404" in unknown.output
+    with app.app_context():
+        frame = trial_rows(get_db(), slug)
+    assert frame["participant"].nunique() == 3
+    assert not frame.duplicated(["participant", "trial_index"]).any()
