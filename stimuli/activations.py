@@ -128,6 +128,7 @@ class RunningExtremes:
         empty_idx = torch.empty(n_units, 0, dtype=torch.int64, device=device)
         self.top_values_, self.top_indices_ = empty, empty_idx
         self.bottom_values_, self.bottom_indices_ = empty.clone(), empty_idx.clone()
+        self._top_keys, self._bottom_keys = empty_idx.clone(), empty_idx.clone()
         subset = torch.empty(0, dtype=torch.int64) if self.subset is None else self.subset
         self.subset_index_ = torch.sort(subset.to(torch.int64)).values.to(device)  # R
         self.subset_scores_ = torch.full(
@@ -148,11 +149,17 @@ class RunningExtremes:
         n_units = scores.shape[1]
         idx = index[None, :].expand(n_units, -1)  # U, B
         vals = scores.T  # U, B
-        self.top_values_, self.top_indices_ = _merge(
-            self.top_values_, self.top_indices_, vals, idx, self.k, descending=True
+        self.top_values_, self.top_indices_, self._top_keys = _merge(
+            self.top_values_, self.top_indices_, self._top_keys, vals, idx, self.k, descending=True
         )
-        self.bottom_values_, self.bottom_indices_ = _merge(
-            self.bottom_values_, self.bottom_indices_, vals, idx, self.k, descending=False
+        self.bottom_values_, self.bottom_indices_, self._bottom_keys = _merge(
+            self.bottom_values_,
+            self.bottom_indices_,
+            self._bottom_keys,
+            vals,
+            idx,
+            self.k,
+            descending=False,
         )
         if len(self.subset_index_):
             pos = torch.searchsorted(self.subset_index_, index).clamp(
@@ -164,11 +171,31 @@ class RunningExtremes:
         return self
 
 
-def _merge(values, indices, new_values, new_indices, k, *, descending):
-    """Merge (U, k) running extremes with (U, B) new scores; keep k, ties -> smaller index."""
-    vals = torch.cat([values, new_values], dim=1)  # U, k+B
-    idx = torch.cat([indices, new_indices], dim=1)
-    by_index = torch.argsort(idx, dim=1, stable=True)
-    vals, idx = vals.gather(1, by_index), idx.gather(1, by_index)
-    order = torch.argsort(vals, dim=1, descending=descending, stable=True)[:, :k]
-    return vals.gather(1, order), idx.gather(1, order)
+def order_keys(values: torch.Tensor, index: torch.Tensor, *, descending: bool) -> torch.Tensor:
+    """Unique int64 keys whose descending order is the order of ``values`` (descending or
+    ascending), ties broken by the smaller ``index``: (U, B) float, (U, B) int64 -> (U, B).
+
+    The float32 bits are mapped to an order-preserving int32, shifted above a 32-bit index.
+    """
+    bits = values.float().contiguous().view(torch.int32).to(torch.int64)
+    ordered = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # monotone in the float value
+    if not descending:
+        ordered = -ordered
+    return ordered * (1 << 32) + ((1 << 32) - 1 - index)
+
+
+def _merge(values, indices, keys, new_values, new_indices, k, *, descending):
+    """Merge (U, k) running extremes with (U, B) new scores, keeping the k first by key."""
+    new_keys = order_keys(new_values, new_indices, descending=descending)
+    if keys.shape[1] == k:  # full: only scores beating a unit's k-th can enter
+        m = int((new_keys > keys[:, -1:]).sum(dim=1).max())
+        if m == 0:
+            return values, indices, keys
+        if m < new_keys.shape[1]:
+            new_keys, pick = torch.topk(new_keys, m, dim=1, sorted=False)  # U, m
+            new_values, new_indices = new_values.gather(1, pick), new_indices.gather(1, pick)
+    all_keys = torch.cat([keys, new_keys], dim=1)  # U, k+B
+    top = torch.topk(all_keys, min(k, all_keys.shape[1]), dim=1, sorted=True)
+    vals = torch.cat([values, new_values], dim=1).gather(1, top.indices)
+    idx = torch.cat([indices, new_indices], dim=1).gather(1, top.indices)
+    return vals, idx, top.values

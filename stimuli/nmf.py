@@ -78,13 +78,13 @@ def _hals_sweeps(
 
     Given P = F Y^T (K, L) and G = F F^T (K, K).
     """
-    k_all = Mt.shape[0]
+    diag = G.diagonal().tolist()
     for _ in range(sweeps):
-        for k in range(k_all):
-            if G[k, k] <= 0:
+        for k, gkk in enumerate(diag):
+            if gkk <= 0:
                 continue
-            step = (P[k] - G[k] @ Mt) / G[k, k]  # L
-            Mt[k] = (Mt[k] + step).clamp_(min=floor)
+            step = torch.addmv(P[k], Mt.T, G[k], alpha=-1.0)  # L: P[k] - G[k] @ Mt
+            Mt[k].add_(step, alpha=1.0 / gkk).clamp_(min=floor)
 
 
 def hals_nmf(
@@ -185,9 +185,9 @@ class NMF:
         *,
         max_iter: int = 200,
         tol: float = 1e-4,
-        inner_sweeps: int = 4,
-        transform_sweeps: int = 30,
-        subsample: int | None = 20000,
+        inner_sweeps: int = 2,
+        transform_sweeps: int = 10,
+        subsample: int | None = 5000,
         random_state: int = 0,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,

@@ -76,6 +76,7 @@ class TopKSAE:
             raise ValueError("epochs, batch_size and lr must be positive")
         return X
 
+    @torch.enable_grad()
     def fit(self, X) -> TopKSAE:
         """Train on X (N, C) with Adam on the mean squared error."""
         X = self._validate(X)

@@ -1,0 +1,219 @@
+"""Exemplar search throughput against the bare forward pass, and its peak memory.
+
+Throughput: the demo model over the same in-memory image batches, (a) bare forward passes
+and (b) forward passes with the exemplar search of every channel of block2 and block3
+(running top-k / bottom-k, k = 108 as the default split needs); the fraction is
+bare time / search time (goal >= 0.9). The search with NMF and SAE encoders (dictionary
+features) is timed too, for information.
+
+Memory: in a fresh child process per dataset size, images are generated batch by batch (so
+no dataset sits in memory) and searched; the child samples its RSS at every batch and reports
+the peak above its RSS after loading the model, and tracemalloc's peak for Python objects.
+The peak must not grow with the dataset.
+
+    python benchmarks/exemplars.py [--quick]
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stimuli.activations import sample_positions  # noqa: E402
+from stimuli.demo_model import demo_preprocess, load_demo_model  # noqa: E402
+from stimuli.exemplars import ExemplarSearch  # noqa: E402
+from stimuli.models import LayerCapture  # noqa: E402
+from stimuli.nmf import NMF  # noqa: E402
+from stimuli.sae import TopKSAE  # noqa: E402
+
+LAYERS = ("block2", "block3")
+K_EXTREMES = 108  # 9 buckets x 12 batches, the default split
+BATCH = 256
+
+
+def neuron_units() -> dict:
+    return {(layer, "neuron"): None for layer in LAYERS}
+
+
+def timed(fns: dict, repeats: int) -> dict:
+    """Best wall time of each function over ``repeats`` interleaved rounds (shared machines)."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+@torch.no_grad()
+def throughput(n_images: int, repeats: int) -> dict:
+    demo = load_demo_model()
+    model = demo.model
+    x = demo_preprocess(demo.dataset.images[:n_images])  # N, 1, 28, 28
+    batches = [
+        (torch.arange(i, min(i + BATCH, n_images)), x[i : i + BATCH])
+        for i in range(0, n_images, BATCH)
+    ]
+
+    def bare():
+        with LayerCapture(model, list(LAYERS)):  # the same hooks, nothing done with them
+            for _, xb in batches:
+                model(xb)
+
+    def search(units):
+        return lambda: ExemplarSearch(K_EXTREMES).fit(model, units, batches)
+
+    times = timed({"bare": bare, "neurons": search(neuron_units())}, repeats)
+    bare_s, neuron_s = times["bare"], times["neurons"]
+    positions = sample_positions(
+        model,
+        list(LAYERS),
+        batches,
+        per_image=8,
+        max_samples=20000,
+        generator=torch.Generator().manual_seed(0),
+    )
+    dict_units = dict(neuron_units())
+    for layer in LAYERS:
+        dict_units[(layer, "nmf")] = NMF(32, random_state=0).fit(positions[layer]).encode
+        dict_units[(layer, "sae")] = (
+            TopKSAE(32, k=4, epochs=5, random_state=0).fit(positions[layer]).encode
+        )
+    all_s = timed({"all": search(dict_units)}, 1)["all"]
+    return {
+        "n_images": n_images,
+        "bare_forward_s": bare_s,
+        "search_neurons_s": neuron_s,
+        "fraction_neurons": bare_s / neuron_s,
+        "search_with_dictionaries_s": all_s,
+        "fraction_with_dictionaries": bare_s / all_s,
+        "images_per_s_bare": n_images / bare_s,
+        "images_per_s_search": n_images / neuron_s,
+    }
+
+
+def current_rss_kib() -> int:
+    """Resident set size now (Linux /proc), KiB."""
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * resource.getpagesize() // 1024
+
+
+def memory_child(n_images: int) -> None:
+    """Run in a child: stream n_images generated images through the search, print JSON."""
+    demo = load_demo_model()
+    model = demo.model
+
+    rss = [current_rss_kib()]  # [peak so far]
+
+    def batches():
+        for i in range(0, n_images, BATCH):
+            rss[0] = max(rss[0], current_rss_kib())
+            b = min(BATCH, n_images - i)
+            gen = torch.Generator().manual_seed(i)
+            yield torch.arange(i, i + b), torch.rand(b, 1, 28, 28, generator=gen) * 2 - 1
+
+    with torch.no_grad():
+        model(torch.zeros(BATCH, 1, 28, 28))  # warm the allocator
+    base = current_rss_kib()
+    tracemalloc.start()
+    subset = torch.arange(0, n_images, n_images // 2000)[:2000]
+    search = ExemplarSearch(K_EXTREMES, subset=subset)
+    search.fit(model, neuron_units(), batches())
+    _, py_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    peak = max(rss[0], current_rss_kib())
+    state = sum(
+        t.numel() * t.element_size()
+        for e in search.extremes_.values()
+        for t in (
+            e.top_values_,
+            e.top_indices_,
+            e.bottom_values_,
+            e.bottom_indices_,
+            e.subset_scores_,
+        )
+    )
+    print(
+        json.dumps(
+            {
+                "n_images": n_images,
+                "rss_at_start_kib": base,
+                "rss_peak_above_model_kib": peak - base,
+                "tracemalloc_peak_kib": py_peak // 1024,
+                "search_state_kib": state // 1024,
+            }
+        )
+    )
+
+
+def memory(n_images: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(n_images)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.memory_child is not None:
+        memory_child(args.memory_child)
+        return
+    load_demo_model()  # train once (cached) before any timing
+    n_speed = 2048 if args.quick else 10000
+    sizes = (10000, 40000) if args.quick else (20000, 200000)
+    speed = throughput(n_speed, repeats=5)
+    print(
+        f"throughput on {n_speed} images: bare {speed['bare_forward_s']:.2f} s, with neuron search "
+        f"{speed['search_neurons_s']:.2f} s -> fraction {speed['fraction_neurons']:.2f}; "
+        f"with NMF+SAE encoders {speed['search_with_dictionaries_s']:.2f} s "
+        f"-> fraction {speed['fraction_with_dictionaries']:.2f}"
+    )
+    mem = [memory(n) for n in sizes]
+    for m in mem:
+        print(
+            f"memory, {m['n_images']} images: "
+            f"peak RSS +{m['rss_peak_above_model_kib'] / 1024:.1f} MiB "
+            f"above the loaded model, tracemalloc peak {m['tracemalloc_peak_kib']} KiB, "
+            f"search state {m['search_state_kib']} KiB"
+        )
+    growth = mem[1]["rss_peak_above_model_kib"] - mem[0]["rss_peak_above_model_kib"]
+    print(
+        json.dumps(
+            {
+                "quick": args.quick,
+                "torch_threads": torch.get_num_threads(),
+                "throughput": speed,
+                "memory": mem,
+                "rss_growth_kib": growth,
+                "goal_fraction_met": speed["fraction_neurons"] >= 0.9,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
