@@ -1,9 +1,12 @@
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from stimuli.build import build_stimuli
 from stimuli.build_config import load_build_config
+from stimuli.images import UnreadableImageWarning
 from stimuli.nmf import NMF
 from stimuli.stimulus_set import load_stimulus_set
 
@@ -124,3 +127,59 @@ def test_bad_configs(tmp_path, change, message):
 def test_config_paths_are_relative_to_the_file(tmp_path):
     config = load_build_config(write_config(tmp_path))
     assert config.output == tmp_path / "out" and config.cache_dir == tmp_path / "cache"
+
+
+FOLDER = """
+name = "folder"
+output = "out"
+cache_dir = "cache"
+
+[model]
+source = "factory"
+factory = "tests.stimuli.conftest:make_tiny_cnn"
+layers = ["0"]
+
+[images]
+source = "images"
+size = 16
+mode = "RGB"
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+display_size = 32
+
+[units]
+per_layer = 2
+
+[dictionary]
+n_components = 4
+sae_k = 2
+sae_epochs = 2
+fit_samples = 2000
+
+[exemplars]
+n_buckets = 2
+n_query_batches = 2
+subset_size = 0
+
+[importance]
+n_images = 16
+"""
+
+
+def test_build_from_a_folder_with_a_corrupt_image(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(40):  # colour blobs of varying brightness, in nested folders
+        folder = tmp_path / "images" / f"set{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        level = rng.uniform(0, 255, size=3)
+        pixels = np.clip(level + rng.normal(0, 30, size=(16, 16, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="RGB").save(folder / f"{i:02d}.png")
+    (tmp_path / "images" / "set1" / "zz-broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    config = write_config(tmp_path, text=FOLDER)
+    with pytest.warns(UnreadableImageWarning, match="zz-broken.jpg"):
+        digest = build_stimuli(config)
+    stimulus_set = load_stimulus_set(tmp_path / "out")
+    assert stimulus_set.digest == digest
+    assert {u.kind for u in stimulus_set.manifest.units} == {"neuron", "nmf", "sae"}
+    names = stimulus_set.manifest.provenance["image_names"].values()
+    assert "set1/zz-broken.jpg" not in names and all(n.startswith("set") for n in names)
