@@ -112,7 +112,7 @@ class RunningExtremes:
 
     ``update(index, scores)`` with index int64 (B,) and scores (B, U). Keeps only
     ``top_values_`` / ``top_indices_`` and ``bottom_values_`` / ``bottom_indices_``, each (U, k),
-    ordered most extreme first (ties broken by the smaller image index), and the scores of a
+    ordered most extreme first (ties broken by :func:`tie_rank`), and the scores of a
     fixed ``subset`` of image indices, ``subset_scores_`` (R, U), for percentile queries.
     Memory is O(U * (k + R)) whatever the number of images.
     """
@@ -171,17 +171,27 @@ class RunningExtremes:
         return self
 
 
+TIE_MULTIPLIER = 2654435761  # Knuth's multiplicative hash: a bijection of 32-bit integers
+
+
+def tie_rank(index: torch.Tensor) -> torch.Tensor:
+    """A fixed pseudo-random rank of image indices (< 2**31) for breaking ties in scores."""
+    return (index * TIE_MULTIPLIER) % (1 << 32)
+
+
 def order_keys(values: torch.Tensor, index: torch.Tensor, *, descending: bool) -> torch.Tensor:
     """Unique int64 keys whose descending order is the order of ``values`` (descending or
-    ascending), ties broken by the smaller ``index``: (U, B) float, (U, B) int64 -> (U, B).
+    ascending), ties broken by the smaller :func:`tie_rank` of ``index`` (so that many tied
+    scores, e.g. zeros after a ReLU, do not all favour the first images of the dataset):
+    (U, B) float, (U, B) int64 -> (U, B).
 
-    The float32 bits are mapped to an order-preserving int32, shifted above a 32-bit index.
+    The float32 bits are mapped to an order-preserving int32, shifted above the 32-bit rank.
     """
     bits = values.float().contiguous().view(torch.int32).to(torch.int64)
     ordered = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # monotone in the float value
     if not descending:
         ordered = -ordered
-    return ordered * (1 << 32) + ((1 << 32) - 1 - index)
+    return ordered * (1 << 32) + ((1 << 32) - 1 - tie_rank(index))
 
 
 def _merge(values, indices, keys, new_values, new_indices, k, *, descending):

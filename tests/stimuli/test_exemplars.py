@@ -2,22 +2,23 @@ import numpy as np
 import pytest
 import torch
 
-from stimuli.activations import RunningExtremes, pool, unit_scores
+from stimuli.activations import RunningExtremes, pool, tie_rank, unit_scores
 from stimuli.exemplars import SplitParams, split_exemplars
 from stimuli.importance import unit_importance
 
 
 def test_running_extremes_match_a_full_sort():
     gen = torch.Generator().manual_seed(0)
-    scores = torch.randint(0, 20, (500, 6), generator=gen).float()  # many ties
+    scores = torch.randint(-10, 10, (500, 6), generator=gen).float() / 4  # ties, negatives
     subset = torch.tensor([3, 250, 499])
     ext = RunningExtremes(7, subset=subset)
     for start in range(0, 500, 64):
         ext.update(torch.arange(start, min(start + 64, 500)), scores[start : start + 64])
     for u in range(6):
-        # most extreme first, ties broken by the smaller image index
-        top = sorted(range(500), key=lambda i: (-scores[i, u], i))[:7]
-        bottom = sorted(range(500), key=lambda i: (scores[i, u], i))[:7]
+        # most extreme first, ties broken by a fixed pseudo-random rank of the image index
+        rank = tie_rank(torch.arange(500)).tolist()
+        top = sorted(range(500), key=lambda i: (-scores[i, u], rank[i]))[:7]
+        bottom = sorted(range(500), key=lambda i: (scores[i, u], rank[i]))[:7]
         assert ext.top_indices_[u].tolist() == top
         assert ext.bottom_indices_[u].tolist() == bottom
     assert torch.equal(ext.subset_scores_, scores[subset])
