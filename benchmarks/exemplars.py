@@ -89,9 +89,9 @@ def throughput(n_images: int, repeats: int) -> dict:
     )
     dict_units = dict(neuron_units())
     for layer in LAYERS:
-        dict_units[(layer, "nmf")] = NMF(32, random_state=0).fit(positions[layer]).encode
+        dict_units[(layer, "nmf")] = NMF(16, random_state=0).fit(positions[layer]).encode
         dict_units[(layer, "sae")] = (
-            TopKSAE(32, k=4, epochs=5, random_state=0).fit(positions[layer]).encode
+            TopKSAE(16, k=4, epochs=5, random_state=0).fit(positions[layer]).encode
         )
     all_s = timed({"all": search(dict_units)}, 1)["all"]
     return {

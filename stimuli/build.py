@@ -166,13 +166,18 @@ class StimulusBuilder:
         pos_key["positions_per_image"] = dcfg.positions_per_image
         positions = self.cache.load("positions", pos_key)
         if positions is None:
+            # a seeded random subset of the images (in source order), so that a folder sorted
+            # by class does not give the dictionaries only its first classes
+            gen = torch.Generator().manual_seed(cfg.seed)
+            n_img = min(len(pool.source), -(-dcfg.fit_samples // dcfg.positions_per_image))
+            images = sorted(torch.randperm(len(pool.source), generator=gen)[:n_img].tolist())
             positions = sample_positions(
                 model,
                 cfg.model.layers,
-                self._batches(pool, "sampling activations"),
+                self._batches(pool, "sampling activations", images),
                 per_image=dcfg.positions_per_image,
                 max_samples=dcfg.fit_samples,
-                generator=torch.Generator().manual_seed(cfg.seed),
+                generator=gen,
                 device=self.device,
             )
             self.cache.save("positions", pos_key, positions)
