@@ -114,6 +114,19 @@ def stimuli_import(directory: Path, database_url: str | None) -> None:
     )
 
 
+@stimuli.command("build")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+def stimuli_build(config: Path) -> None:
+    """Build a stimulus set from a model and images (resumable: finished work is reused)."""
+    from stimuli.build import build_stimuli  # torch takes seconds to import: only here
+
+    try:
+        digest = build_stimuli(config)
+    except (ValueError, StimulusSetError) as exc:
+        _fail(str(exc))
+    click.echo(f"built stimulus set {digest[:12]} from {config}")
+
+
 @stimuli.command("demo")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True)
