@@ -29,8 +29,8 @@ def pool(acts: torch.Tensor, how: str = "mean") -> torch.Tensor:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {how!r}")
     if acts.ndim == 2:
         return acts
-    dims = tuple(range(2, acts.ndim))
-    return acts.mean(dim=dims) if how == "mean" else acts.amax(dim=dims)
+    flat = acts.flatten(2)  # N, C, H*W (much faster than reducing over two dims on CPU)
+    return flat.mean(dim=2) if how == "mean" else flat.amax(dim=2)
 
 
 def to_positions(acts: torch.Tensor) -> torch.Tensor:
@@ -131,6 +131,7 @@ class RunningExtremes:
         self._top_keys, self._bottom_keys = empty_idx.clone(), empty_idx.clone()
         subset = torch.empty(0, dtype=torch.int64) if self.subset is None else self.subset
         self.subset_index_ = torch.sort(subset.to(torch.int64)).values.to(device)  # R
+        self._subset_rows = {int(i): row for row, i in enumerate(self.subset_index_.tolist())}
         self.subset_scores_ = torch.full(
             (len(subset), n_units), float("nan"), dtype=dtype, device=device
         )
@@ -149,8 +150,10 @@ class RunningExtremes:
         n_units = scores.shape[1]
         idx = index[None, :].expand(n_units, -1)  # U, B
         vals = scores.T  # U, B
+        ordered = _ordered_bits(vals) * (1 << 32)  # U, B; the same keys as order_keys
+        tie = ((1 << 32) - 1 - tie_rank(index))[None, :]  # 1, B
         self.top_values_, self.top_indices_, self._top_keys = _merge(
-            self.top_values_, self.top_indices_, self._top_keys, vals, idx, self.k, descending=True
+            self.top_values_, self.top_indices_, self._top_keys, vals, idx, ordered + tie, self.k
         )
         self.bottom_values_, self.bottom_indices_, self._bottom_keys = _merge(
             self.bottom_values_,
@@ -158,15 +161,15 @@ class RunningExtremes:
             self._bottom_keys,
             vals,
             idx,
+            tie - ordered,
             self.k,
-            descending=False,
         )
-        if len(self.subset_index_):
-            pos = torch.searchsorted(self.subset_index_, index).clamp(
-                max=len(self.subset_index_) - 1
-            )
-            hit = self.subset_index_[pos] == index  # B
-            self.subset_scores_[pos[hit]] = scores[hit]
+        if self._subset_rows:  # a dict lookup: torch.searchsorted is slow on the CPU here
+            rows = self._subset_rows
+            hits = [(j, rows[i]) for j, i in enumerate(index.tolist()) if i in rows]
+            if hits:
+                cols, subset_rows = zip(*hits, strict=True)
+                self.subset_scores_[list(subset_rows)] = scores[list(cols)]
         self.n_seen_ += int(index.shape[0])
         return self
 
@@ -179,6 +182,12 @@ def tie_rank(index: torch.Tensor) -> torch.Tensor:
     return (index * TIE_MULTIPLIER) % (1 << 32)
 
 
+def _ordered_bits(values: torch.Tensor) -> torch.Tensor:
+    """float -> int64 with the same order (float32 bits mapped to a monotone integer)."""
+    bits = values.float().contiguous().view(torch.int32).to(torch.int64)
+    return torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+
+
 def order_keys(values: torch.Tensor, index: torch.Tensor, *, descending: bool) -> torch.Tensor:
     """Unique int64 keys whose descending order is the order of ``values`` (descending or
     ascending), ties broken by the smaller :func:`tie_rank` of ``index`` (so that many tied
@@ -187,16 +196,12 @@ def order_keys(values: torch.Tensor, index: torch.Tensor, *, descending: bool) -
 
     The float32 bits are mapped to an order-preserving int32, shifted above the 32-bit rank.
     """
-    bits = values.float().contiguous().view(torch.int32).to(torch.int64)
-    ordered = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # monotone in the float value
-    if not descending:
-        ordered = -ordered
-    return ordered * (1 << 32) + ((1 << 32) - 1 - tie_rank(index))
+    ordered = _ordered_bits(values)
+    return (ordered if descending else -ordered) * (1 << 32) + ((1 << 32) - 1 - tie_rank(index))
 
 
-def _merge(values, indices, keys, new_values, new_indices, k, *, descending):
+def _merge(values, indices, keys, new_values, new_indices, new_keys, k):
     """Merge (U, k) running extremes with (U, B) new scores, keeping the k first by key."""
-    new_keys = order_keys(new_values, new_indices, descending=descending)
     if keys.shape[1] == k:  # full: only scores beating a unit's k-th can enter
         m = int((new_keys > keys[:, -1:]).sum(dim=1).max())
         if m == 0:

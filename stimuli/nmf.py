@@ -223,7 +223,8 @@ class NMF:
             # warm start: the dictionary from a random subset of rows, then all rows
             rows = torch.randperm(len(X), generator=gen)[: self.subsample].to(X.device)
             W0, H0 = nndsvda_init(X[rows], self.n_components, generator=gen)
-            _, H0, _ = hals_nmf(X[rows], W0, H0, **fit_kw)
+            warm_kw = {**fit_kw, "tol": max(self.tol, 1e-4)}  # a start only: no need to polish
+            _, H0, _ = hals_nmf(X[rows], W0, H0, **warm_kw)
             W0 = nnls_codes(X, H0, sweeps=self.inner_sweeps)
         else:
             W0, H0 = nndsvda_init(X, self.n_components, generator=gen)
