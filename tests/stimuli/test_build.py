@@ -36,7 +36,8 @@ fit_samples = 3000
 [exemplars]
 n_buckets = 3
 n_query_batches = 3
-subset_size = 200
+subset_size = 300
+hard_percentiles = [0.8, 0.95]
 
 [importance]
 n_images = 32
@@ -79,6 +80,9 @@ def test_built_set_loads_with_matched_units_and_importance(built):
         assert isinstance(unit.covariates["importance"], float)
         assert len(unit.references.max) == 3 + 1 and len(unit.queries) == 3 and len(unit.catch) == 1
         assert not set(unit.references.max) & set(unit.references.min)
+        # hard queries (inner percentiles) are held out from the references
+        assert not {q.max for q in unit.queries} & set(unit.references.max)
+        assert not {q.min for q in unit.queries} & set(unit.references.min)
     prov = stimulus_set.manifest.provenance
     assert len(prov["model"]["checksum"]) == 64 and prov["seed"] == 0
     assert prov["dictionaries"]["block3/nmf"]["dead"] == 0
