@@ -100,19 +100,28 @@ def check_feasible(spec: StudySpec, manifest: StimulusManifest) -> None:
             )
 
 
-def _make(rng: np.random.Generator, spec: StudySpec, unit: Unit, pair: QueryPair, **fields) -> dict:
+def _shown(references: list[str], k: int, keep: str | None) -> tuple[str, ...]:
+    """The first k references; a catch image beyond them takes the last place."""
+    shown = references[:k]
+    if keep is not None and keep not in shown:
+        shown = [*shown[:-1], keep]
+    return tuple(shown)
+
+
+def _make(
+    rng: np.random.Generator, spec: StudySpec, unit: Unit, pair: QueryPair, *, catch: bool = False
+) -> dict:
     k = spec.two_afc.n_references
     max_first = bool(rng.integers(2))
     return dict(
         unit_id=unit.id,
         unit_kind=unit.kind,
         layer=unit.layer,
-        ref_max=tuple(unit.references.max[:k]),
-        ref_min=tuple(unit.references.min[:k]),
+        ref_max=_shown(unit.references.max, k, pair.max if catch else None),
+        ref_min=_shown(unit.references.min, k, pair.min if catch else None),
         query_a=pair.max if max_first else pair.min,
         query_b=pair.min if max_first else pair.max,
         correct="a" if max_first else "b",
-        **fields,
     )
 
 
@@ -176,9 +185,8 @@ def plan_trials(
             items.append(("catch", unit, unit.catch[(n // len(catch_units)) % len(unit.catch)]))
         for i in rng.permutation(len(items)):
             kind, unit, pair = items[i]
-            trials.append(
-                Trial(index=index, kind=kind, block=b, attempt=1, **_make(rng, spec, unit, pair))
-            )
+            fields = _make(rng, spec, unit, pair, catch=kind == "catch")
+            trials.append(Trial(index=index, kind=kind, block=b, attempt=1, **fields))
             index += 1
     return trials
 

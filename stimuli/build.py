@@ -46,9 +46,12 @@ log = logging.getLogger(__name__)
 KINDS = ("neuron", "nmf", "sae")
 
 
-def build_stimuli(config_path: str | Path) -> str:
-    """Build the stimulus set a build TOML describes; returns the set's digest."""
+def build_stimuli(config_path: str | Path, output: str | Path | None = None) -> str:
+    """Build the stimulus set a build TOML describes (into ``output`` if given, instead of
+    the config's own); returns the set's digest."""
     config = load_build_config(Path(config_path))
+    if output is not None:
+        config = config.model_copy(update={"output": Path(output).resolve()})
     return StimulusBuilder(config).build()
 
 

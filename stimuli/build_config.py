@@ -118,12 +118,12 @@ def load_build_config(path: Path) -> BuildConfig:
         raise ValueError(f"{path}: {where}: {first['msg']}") from None
     base = path.resolve().parent
 
-    def resolve(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base / p
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
 
     updates = {"output": resolve(config.output)}
     if config.cache_dir is not None:
-        updates["cache_dir"] = resolve(config.cache_dir) or config.cache_dir
+        updates["cache_dir"] = resolve(config.cache_dir)
     if config.model.weights is not None and not config.model.weights.is_absolute():
         updates["model"] = config.model.model_copy(
             update={"weights": resolve(config.model.weights)}

@@ -10,7 +10,7 @@ import pytest
 
 from experiments.study import StudyFileError, load_study, parse_study
 from experiments.two_afc import PlanError, cells, check_feasible, plan_trials
-from stimuli.stimulus_set import load_stimulus_set
+from stimuli.stimulus_set import QueryPair, load_stimulus_set
 
 DEMO = (Path(__file__).resolve().parents[2] / "experiments" / "demo.toml").read_text()
 
@@ -108,3 +108,30 @@ def test_infeasible_study_is_refused(stimulus_dir):
         PlanError, match="condition 'dictionary': the stimulus set has no units of kind sae"
     ):
         check_feasible(parse_study(no_units), manifest)
+
+
+def test_catch_images_are_always_among_the_references_shown(stimulus_dir):
+    loaded = load_stimulus_set(stimulus_dir).manifest
+    # catch images are the last references, and only 2 of the 9 are shown
+    manifest = loaded.model_copy(
+        update={
+            "units": [
+                u.model_copy(
+                    update={
+                        "catch": [QueryPair(max=u.references.max[-1], min=u.references.min[-1])]
+                    }
+                )
+                for u in loaded.units
+            ]
+        }
+    )
+    spec = parse_study(DEMO.replace("n_references = 9", "n_references = 2"))
+    for seed in range(5):
+        plan = plan_trials(spec, manifest, cells(spec, manifest)[0], np.random.default_rng(seed))
+        for t in plan:
+            assert len(t.ref_max) == len(t.ref_min) == 2
+            if t.kind == "catch":
+                query_max, query_min = (
+                    (t.query_a, t.query_b) if t.correct == "a" else (t.query_b, t.query_a)
+                )
+                assert query_max in t.ref_max and query_min in t.ref_min
