@@ -4,11 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from server.catalog import launch_study
+from server.devserver import serving
+from server.export import trial_rows
+from server.extensions import get_db
+from server.simulate import run_participant
 from stimuli.build import build_stimuli
 from stimuli.build_config import load_build_config
 from stimuli.images import UnreadableImageWarning
 from stimuli.nmf import NMF
 from stimuli.stimulus_set import load_stimulus_set
+from tests.conftest import demo_spec
 
 SMALL = """
 name = "small"
@@ -187,3 +193,24 @@ def test_build_from_a_folder_with_a_corrupt_image(tmp_path):
     assert {u.kind for u in stimulus_set.manifest.units} == {"neuron", "nmf", "sae"}
     names = stimulus_set.manifest.provenance["image_names"].values()
     assert "set1/zz-broken.jpg" not in names and all(n.startswith("set") for n in names)
+
+
+def test_a_participant_completes_a_study_on_a_built_set(built, app):
+    config, digest = built
+    slug = "built-" + digest[:8]
+    spec = demo_spec(slug, stimulus_set="out", two_afc={"n_references": 3})
+    with app.app_context():
+        db = get_db()
+        with db.begin():
+            launch_study(db, spec, config.parent / "study.toml")
+    with serving(app) as base:
+        result = run_participant(base, slug, "PID-built-1", seed=1)
+    assert result.status in ("completed", "screened_out")
+    with app.app_context():
+        frame = trial_rows(get_db(), slug)
+    main = frame[frame.trial_kind != "practice"]
+    assert len(main) == 12 + 2 and not main.duplicated("trial_index").any()
+    units = {u.id: u for u in load_stimulus_set(config.parent / "out").manifest.units}
+    kinds = {units[u].kind for u in main.unit_id}
+    assert kinds in ({"neuron"}, {"nmf"})  # one between-subject condition
+    assert set(main.layer) == {"block2", "block3"}
