@@ -33,6 +33,7 @@ from stimuli.stimulus_set import StimulusSetError, load_stimulus_set
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 DEMO_USER = ("demo", "demo-password")
+DEMO_BUILD = Path(__file__).resolve().parent.parent / "stimuli" / "configs" / "demo-build.toml"
 
 db_option = click.option(
     "--database-url",
@@ -334,10 +335,38 @@ def serve(database_url: str | None, host: str, port: int) -> None:
 @click.option("--simulate", "n_simulated", default=0, help="Simulated participants to run.")
 @click.option("--no-serve", is_flag=True, help="Exit after the simulation instead of serving.")
 @click.option("--port", default=5000, show_default=True)
-def demo(workdir: Path, n_simulated: int, no_serve: bool, port: int) -> None:
+@click.option(
+    "--stimuli",
+    "stimuli_source",
+    type=click.Choice(["model", "procedural"]),
+    default="model",
+    show_default=True,
+    help="Build the stimuli from the demo CNN, or draw the quick procedural set.",
+)
+@click.option(
+    "--build-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEMO_BUILD,
+    show_default=True,
+    help="With --stimuli model: the build configuration.",
+)
+def demo(
+    workdir: Path,
+    n_simulated: int,
+    no_serve: bool,
+    port: int,
+    stimuli_source: str,
+    build_config: Path,
+) -> None:
     """Build the demo stimuli, launch the demo study on SQLite and serve it."""
     workdir.mkdir(parents=True, exist_ok=True)
-    build_procedural_set(workdir / "stimuli")
+    if stimuli_source == "model":
+        from stimuli.build import build_stimuli  # torch takes seconds to import: only here
+
+        click.echo(f"building the demo stimuli from {build_config} (first run trains the CNN)")
+        build_stimuli(build_config, output=workdir / "stimuli")
+    else:
+        build_procedural_set(workdir / "stimuli")
     study_file = workdir / "study.toml"
     shutil.copyfile(EXPERIMENTS / "demo.toml", study_file)
     spec = load_study(study_file)

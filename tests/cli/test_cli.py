@@ -19,6 +19,8 @@ from server.devserver import serving
 from server.export import COLUMNS, trial_rows
 from server.extensions import get_db
 from server.models import Image, StudyVersion
+from stimuli.stimulus_set import load_stimulus_set
+from tests.stimuli.test_build import SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,26 +95,18 @@ def test_stimuli_import_is_idempotent_and_refuses_corrupt_sets(tmp_path, study_f
     assert bad.exit_code == 2 and "content does not match its name (corrupt image)" in bad.output
 
 
-def test_demo_runs_headless_end_to_end_and_exports(tmp_path):
-    workdir = tmp_path / "demo"
+def run_demo(workdir: Path, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "assay.cli", "demo", "--no-serve", "--workdir", str(workdir)]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "assay.cli",
-            "demo",
-            "--simulate",
-            "6",
-            "--no-serve",
-            "--workdir",
-            str(workdir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
+        [*command, *options], capture_output=True, text=True, timeout=600, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_demo_runs_headless_end_to_end_and_exports(tmp_path):
+    workdir = tmp_path / "demo"
+    result = run_demo(workdir, "--simulate", "6", "--stimuli", "procedural")
     assert "simulated 6 participants" in result.stdout
     frame = pd.read_csv(workdir / "trials.csv")
     assert list(frame.columns) == COLUMNS
@@ -122,11 +116,25 @@ def test_demo_runs_headless_end_to_end_and_exports(tmp_path):
     assert not main_trials.duplicated(["participant", "trial_index"]).any()
     # the simulated observers look at the images, so they do better than chance
     assert main_trials["correct"].mean() > 0.6
+    assert (workdir / "report" / "report.html").stat().st_size > 10_000
     url = f"sqlite:///{workdir / 'assay.db'}"
     out = tmp_path / "trials.parquet"
     export = run("export", "demo-2afc", "--out", out, "--database-url", url)
     assert export.exit_code == 0, export.output
     assert pd.read_parquet(out).shape == frame.shape
+
+
+def test_demo_builds_its_stimuli_from_a_model(tmp_path):
+    config = tmp_path / "build.toml"
+    config.write_text(SMALL.format(seed=0))  # the demo CNN, small and on procedural shapes
+    workdir = tmp_path / "demo"
+    run_demo(workdir, "--simulate", "2", "--build-config", str(config))
+    manifest = load_stimulus_set(workdir / "stimuli").manifest
+    assert manifest.provenance["layers"] == ["block2", "block3"]
+    assert len(manifest.provenance["model"]["checksum"]) == 64
+    frame = pd.read_csv(workdir / "trials.csv")
+    assert frame["participant"].nunique() == 2
+    assert set(frame["unit_id"]) <= {u.id for u in manifest.units}
 
 
 def test_glmm_command_prints_json_and_refuses_bad_input(tmp_path):
