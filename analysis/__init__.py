@@ -1,7 +1,7 @@
 """Assay analysis: mixed models that match lme4 (binomial GLMM by Laplace, LMM by (RE)ML)."""
 
 from analysis.design import Design, build_design
-from analysis.fit import glmm, glmm_from_csv, lmm
+from analysis.fit import glmm, lmm
 from analysis.formula import Formula, parse_formula
 from analysis.result import (
     ConvergenceWarning,
@@ -21,7 +21,6 @@ __all__ = [
     "anova",
     "build_design",
     "glmm",
-    "glmm_from_csv",
     "lmm",
     "parse_formula",
 ]

@@ -164,12 +164,3 @@ def lmm(formula: str, data: pd.DataFrame, reml: bool = True,
         optimizer=opt.method, nfev=len(trace), trace=trace,
         ranef=_ranef_frames(obj, design, theta, sol["u"]),  # type: ignore[arg-type]
         objective=obj, par=theta)
-
-
-def glmm_from_csv(formula: str, path: str, family: str = "binomial", link: str = "logit"
-                  ) -> GLMMResult:
-    """Fit on a CSV file (for the CLI); text columns become factors with sorted levels."""
-    data = pd.read_csv(path)
-    if family == "gaussian":
-        return lmm(formula, data)
-    return glmm(formula, data, family=family, link=link)
