@@ -390,11 +390,10 @@ def demo(
             results = simulate(base, launched.slug, n_simulated, prefix=f"DEMO{os.getpid()}x")
             done = sum(r.status == "completed" for r in results)
             click.echo(f"simulated {len(results)} participants: {done} completed")
-        with app.app_context():
-            frame = trial_rows(get_db(), launched.slug)
-        write_export(frame, workdir / "trials.csv")
-        click.echo(f"exported {len(frame)} trials to {workdir / 'trials.csv'}")
-        if n_simulated:
+            with app.app_context():
+                frame = trial_rows(get_db(), launched.slug)
+            write_export(frame, workdir / "trials.csv")
+            click.echo(f"exported {len(frame)} trials to {workdir / 'trials.csv'}")
             path = report_command(
                 launched.slug,
                 data=workdir / "trials.csv",
