@@ -1,23 +1,25 @@
 """Public entry points: ``glmm`` (binomial, Laplace) and ``lmm`` (Gaussian, REML/ML).
 
 The GLMM follows ``glmer``'s two stages: θ with β inside PIRLS (nAGQ = 0) for a start, then
-(θ, β) jointly on the Laplace deviance. Unlike lme4's default (PIRLS stops at a relative
-change of 1e-7 and keeps the factor of the previous iterate), PIRLS here runs to a tight
-tolerance, so estimates are those of ``glmerControl(tolPwrss = 1e-12)``; lme4's defaults
-differ from them by up to a few 1e-4 (relative) in fixed effects.
+(θ, β) jointly on the Laplace deviance. By default the deviance is the one lme4 computes at
+its defaults (``tolPwrss = 1e-7``, each PIRLS run started from stage 1's linear predictor,
+see ``GlmmObjective.pirls_lme4``), so estimates, log-likelihood and Hessian SEs are
+``glmer``'s to about 1e-5; ``tol_pwrss=None`` runs PIRLS to convergence, the optimum of
+the exact Laplace deviance (``glmerControl(tolPwrss = 1e-12)``), a few 1e-4 away.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from analysis.design import Design, build_design
 from analysis.optimize import OptimizerLog, deriv12, minimize
-from analysis.pirls import GlmmObjective, LmmObjective
+from analysis.pirls import LME4_TOL_PWRSS, GlmmObjective, LmmObjective
 from analysis.result import (
     ConvergenceWarning,
     GLMMResult,
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
 _GRAD_TOL = 2e-3  # lme4's check.conv.grad
+_BOUNDARY_TOL = 1e-5  # glmerControl()$boundary.tol
 
 
 def _random_effects(design: Design, theta: np.ndarray, sigma: float) -> tuple[RandomEffect, ...]:
@@ -61,6 +64,19 @@ def _check_gradient(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> tup
     return worst < _GRAD_TOL, worst
 
 
+def _check_boundary(fun: Callable[[np.ndarray], float], par: np.ndarray, lower: np.ndarray,
+                    fval: float) -> np.ndarray:
+    """lme4's ``check.boundary``: a θ within ``boundary.tol`` (1e-5) of its bound is put on
+    the bound when that does not increase the deviance."""
+    out = par.copy()
+    for i in np.flatnonzero((lower == 0) & (par > 0) & (par < _BOUNDARY_TOL)):
+        trial = out.copy()
+        trial[i] = 0.0
+        if fun(trial) < fval:
+            out[i] = 0.0
+    return out
+
+
 def _warn_fit(converged: bool, singular: bool, message: str) -> None:
     if not converged:
         warnings.warn(f"model failed to converge: {message}", ConvergenceWarning, stacklevel=3)
@@ -70,26 +86,39 @@ def _warn_fit(converged: bool, singular: bool, message: str) -> None:
 
 
 def glmm(formula: str, data: pd.DataFrame, family: str = "binomial", link: str = "logit",
-         optimizer: str = "cobyqa", hessian: bool = True) -> GLMMResult:
+         optimizer: str = "cobyqa", hessian: bool = True,
+         tol_pwrss: float | None = LME4_TOL_PWRSS) -> GLMMResult:
     """Fit a binomial GLMM by the Laplace approximation (lme4's ``glmer``, nAGQ = 1).
 
     ``hessian=False`` skips the finite-difference Hessian (SEs then come from RX), which
-    saves time on very large data.
+    saves time on very large data. ``tol_pwrss`` is lme4's ``glmerControl(tolPwrss)``: by
+    default (1e-7) the deviance is the one lme4 computes at its defaults, so the estimates
+    and Hessian SEs are ``glmer``'s; ``None`` runs PIRLS to convergence at every evaluation
+    and gives the optimum of the exact Laplace deviance (lme4 with ``tolPwrss = 1e-12``),
+    which differs from lme4's default answer by up to a few 1e-4 (relative) in the fixed
+    effects. Where lme4's own default fit would fail its convergence checks (Hessian not
+    positive definite or a large scaled gradient, because that deviance jumps where PIRLS
+    needs one iteration more or less), the fit is redone with ``tol_pwrss=None`` and
+    ``optimizer`` of the result says so.
     """
     if family != "binomial":
         raise ValueError(f"family must be 'binomial', not {family!r} (use lmm() for Gaussian)")
     design = build_design(formula, data, family="binomial")
-    obj = GlmmObjective(design, link=link)
+    obj = GlmmObjective(design, link=link, tol_pwrss=tol_pwrss)
     trace = OptimizerLog()
     lower_t = design.theta_lower
-    stage1 = minimize(obj.deviance_theta, design.theta0, lower_t, method=optimizer, tol=1e-4,
-                      trace=trace)
+    # lme4's stage 1 ends where bobyqa's rhoend (2e-7) is reached; its optimum fixes the
+    # start of every PIRLS run of stage 2, so the lme4 mode converges it as tightly
+    stage1 = minimize(obj.deviance_theta, design.theta0, lower_t, method=optimizer,
+                      tol=1e-4 if tol_pwrss is None else 2e-7, trace=trace)
     n_t = len(lower_t)
     lower = np.concatenate([lower_t, np.full(design.p, -np.inf)])
-    start = np.concatenate([stage1.par, obj.beta])
+    start = np.concatenate([stage1.par, obj.start_stage2(stage1.par)])
     stage2 = minimize(obj.deviance, start, lower, method=optimizer, tol=1e-7, trace=trace,
                       initial_step=0.1)
     par = stage2.par
+    if tol_pwrss is not None:
+        par = _check_boundary(obj.deviance, par, lower, stage2.fval)
     theta, beta = par[:n_t], par[n_t:]
     dev = obj.deviance(par)
     u = obj.u.copy()
@@ -107,6 +136,14 @@ def glmm(formula: str, data: pd.DataFrame, family: str = "binomial", link: str =
                 raise np.linalg.LinAlgError
         except np.linalg.LinAlgError:
             vcov_hess = None
+        if tol_pwrss is not None and (vcov_hess is None or not grad_ok):
+            # lme4 fails here too ("degenerate Hessian", large scaled gradient): its PIRLS
+            # tolerance makes the deviance jump by more than the Hessian's steps resolve.
+            # The exact Laplace deviance has no such jumps: refit on it.
+            log.info("lme4's default deviance is too rough at its optimum (max|scaled grad| "
+                     "= %.3g): refitting with PIRLS run to convergence", worst)
+            return glmm(formula, data, family, link, optimizer, hessian, tol_pwrss=None)
+        if vcov_hess is None:
             warnings.warn("variance-covariance matrix from the finite-difference Hessian is "
                           "not positive definite: using RX", ConvergenceWarning, stacklevel=2)
         obj.deviance(par)  # restore the modes at the optimum
@@ -121,7 +158,9 @@ def glmm(formula: str, data: pd.DataFrame, family: str = "binomial", link: str =
         vcov_rx=pd.DataFrame(vcov_rx, names, names), theta=theta,
         random=_random_effects(design, theta, 1.0), sigma=None, loglik=-dev / 2,
         n_params=n_t + design.p, converged=converged, singular=singular,
-        optimizer=stage2.method, nfev=len(trace), trace=trace,
+        optimizer=stage2.method + (", PIRLS to convergence" if tol_pwrss is None
+                                   else f", tolPwrss = {tol_pwrss:g}"),
+        nfev=len(trace), trace=trace,
         ranef=_ranef_frames(obj, design, theta, u), objective=obj, par=par)
 
 

@@ -4,8 +4,11 @@ Bates et al. (2015) and lme4's ``glmer`` (nAGQ = 1): for given θ (and β) penal
 iteratively reweighted least squares finds the conditional modes u of the spherical random
 effects; the Laplace deviance is ``-2 log p(y | u) + ||u||² + log|L|²`` with L the Cholesky
 factor of Λ'Z'WZΛ + I at the mode (W the IRLS weights). Stage 1 (``nAGQ = 0``) updates β
-inside PIRLS too; stage 2 optimizes (θ, β) jointly with only u inside. The LMM deviance is
-profiled over β and σ as in lme4's section 3.
+inside PIRLS too; stage 2 optimizes (θ, β) jointly with only u inside. Two PIRLS: lme4's
+(``pirls_lme4``: its stopping rule at ``tolPwrss``, its start and its factor, so that the
+deviance is the very function glmer optimizes at its defaults) and one run to convergence
+with warm starts (``pirls``: the exact Laplace deviance). The LMM deviance is profiled over
+β and σ as in lme4's section 3.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from analysis.design import Design
 from analysis.linalg import BlockSystem, Factor
 
 _EPS = np.finfo(float).eps
+LME4_TOL_PWRSS = 1e-7  # glmerControl()$tolPwrss
+_LME4_MAXIT = 100  # glmer's PIRLS iteration limit
 _PROBIT_THRESH = -stats.norm.ppf(_EPS)
 
 
@@ -76,20 +81,37 @@ class Objective:
 
 
 class GlmmObjective(Objective):
-    """Laplace deviance of a binomial GLMM; keeps u between calls as a warm start."""
+    """Laplace deviance of a binomial GLMM.
+
+    ``tol_pwrss`` (default lme4's 1e-7) selects lme4's PIRLS; ``None`` the exact one, which
+    keeps u between calls as a warm start."""
 
     def __init__(self, design: Design, link: str = "logit", tol: float = 1e-10,
-                 maxit: int = 60) -> None:
+                 maxit: int = 60, tol_pwrss: float | None = LME4_TOL_PWRSS) -> None:
         super().__init__(design)
         self.link = Link(link)
         self.tol, self.maxit = tol, maxit
+        self.tol_pwrss = tol_pwrss
         y, m = design.y, design.trials
         self.succ = y * m
         self.const = float(np.sum(special.gammaln(m + 1) - special.gammaln(self.succ + 1)
                                   - special.gammaln(m - self.succ + 1)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._ylogy = float(np.sum(m * (special.xlogy(y, y) + special.xlogy(1 - y, 1 - y))))
         self.u = np.zeros(design.q)
-        self.beta = self.glm_start()
         self.pirls_iterations = 0
+        self.lp0: np.ndarray | None = None
+        self._last: tuple[Factor, np.ndarray] | None = None
+        if tol_pwrss is None:
+            self.beta = self.glm_start()
+        else:  # lme4's mkGlmerDevfun: one nAGQ = 0 PIRLS run at θ0 from the GLM's mustart
+            eta = self.link.link((y * m + 0.5) / (m + 1))
+            _, self.lp0, self.beta, _ = self.pirls_lme4(design.theta0, None, eta)
+        self.eta1 = self.lp0  # linear predictor of the last stage-1 evaluation
+
+    @property
+    def lme4_mode(self) -> bool:
+        return self.tol_pwrss is not None
 
     def glm_start(self) -> np.ndarray:
         """β from the GLM without random effects (IRLS), as lme4's starting values."""
@@ -167,25 +189,110 @@ class GlmmObjective(Objective):
         self.u = u
         return pdev + fac.logdet, fac, beta
 
-    def deviance_theta(self, theta: np.ndarray) -> float:
-        """Stage 1 (nAGQ = 0): β updated inside PIRLS; remembers β for stage 2.
+    def resdev(self, eta: np.ndarray) -> float:
+        """Binomial residual deviance, sum of R's ``dev.resids`` (lme4's ``resDev()``)."""
+        return self.neg2loglik(eta) + 2 * (self.const + self._ylogy)
 
-        Only a start for stage 2, so PIRLS stops earlier here (it is most of the cost)."""
+    def pirls_lme4(self, theta: np.ndarray, beta: np.ndarray | None, eta0: np.ndarray
+                   ) -> tuple[float, np.ndarray, np.ndarray, Factor]:
+        """lme4's PIRLS (``pwrssUpdate`` in lme4's external.cpp) at its ``tolPwrss``.
+
+        Starts from the linear predictor ``eta0`` (lme4's ``lp0``: each deviance evaluation
+        resets μ to it, so the result depends on (θ, β) only). ``beta=None`` is stage 1
+        (nAGQ = 0): β is solved with u, without offset; otherwise Xβ is an offset and only u
+        is solved. Each iteration factors A at the current weights, solves the IRLS system
+        from u = 0 on the working response, and evaluates ``resDev + ||u||²``; it stops when
+        that changes by less than ``tol_pwrss`` (relative) from the previous iteration, and
+        halves a step that increased it (up to 10 times). The Laplace deviance then uses
+        the factor of the previous iterate, as lme4 does. Returns (deviance, η, β, factor).
+        """
+        d = self.design
+        tol = LME4_TOL_PWRSS if self.tol_pwrss is None else self.tol_pwrss
+        joint = beta is None
+        vdata = self.vdata(theta)
+        v = self.system.v_matrix(vdata)
+        offset = np.zeros(d.n) if joint else d.X @ beta
+        eta = np.array(eta0, dtype=float)
+        u, b = np.zeros(d.q), np.zeros(d.p)
+        oldpdev = np.finfo(float).max
+
+        def update(u: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+            eta = offset + v @ u + (d.X @ b if joint else 0.0)
+            return eta, self.resdev(eta) + float(u @ u)
+
+        for _ in range(_LME4_MAXIT):
+            self.pirls_iterations += 1
+            oldu, oldb = u, b
+            mu, dmu = self.link.inverse(eta)
+            w = d.trials * dmu**2 / (mu * (1 - mu))
+            fac = self.system.factor(vdata, w)
+            wz = w * ((eta - offset) + (d.y - mu) / dmu)
+            rhs = v.T @ wz
+            if joint:
+                wx = d.X * w[:, None]
+                b_mat = np.asarray(v.T @ wx)
+                ainv_b = fac.solve(b_mat)
+                u_part = fac.solve(rhs)
+                b = np.linalg.solve(d.X.T @ wx - b_mat.T @ ainv_b, d.X.T @ wz - b_mat.T @ u_part)
+                u = u_part - ainv_b @ b
+            else:
+                u = fac.solve(rhs)
+            eta, pdev = update(u, b)
+            if abs((oldpdev - pdev) / pdev) < tol:
+                break
+            for _ in range(10):
+                if not pdev > oldpdev:
+                    break
+                u = (oldu + u) / 2
+                if joint:
+                    b = (oldb + b) / 2
+                eta, pdev = update(u, b)
+            oldpdev = pdev
+        self.u = u
+        self._last = (fac, w)
+        return fac.logdet + float(u @ u) + self.neg2loglik(eta), eta, b, fac
+
+    def deviance_theta(self, theta: np.ndarray) -> float:
+        """Stage 1 (nAGQ = 0): β updated inside PIRLS; remembers β (and, as lme4, the
+        linear predictor that starts stage 2's PIRLS runs) for stage 2.
+
+        Only a start for stage 2, so the exact mode stops PIRLS earlier here (it is most of
+        the cost)."""
+        if self.lme4_mode:
+            assert self.lp0 is not None
+            dev, self.eta1, self.beta, _ = self.pirls_lme4(theta, None, self.lp0)
+            return dev
         dev, _, beta = self.pirls(theta, self.beta, update_beta=True, tol=1e-6)
         self.beta = beta
         return dev
 
+    def start_stage2(self, theta: np.ndarray) -> np.ndarray:
+        """After stage 1: lme4 evaluates stage 1's deviance at its optimum once more and
+        keeps that linear predictor (``lp0``) and β as the start of stage 2. Returns β."""
+        if self.lme4_mode:
+            self.deviance_theta(theta)
+            self.lp0 = self.eta1
+        return self.beta
+
     def deviance(self, par: np.ndarray) -> float:
         """Stage 2 (nAGQ = 1): Laplace deviance at (θ, β) = par."""
+        if self.lme4_mode:
+            assert self.lp0 is not None
+            return self.pirls_lme4(par[:self.n_theta], par[self.n_theta:], self.lp0)[0]
         dev, _, _ = self.pirls(par[:self.n_theta], par[self.n_theta:])
         return dev
 
     def rx_cov(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
         """(RX'RX)⁻¹ at the conditional modes: lme4's ``vcov(use.hessian = FALSE)``."""
         d = self.design
-        _, fac, _ = self.pirls(theta, beta)
-        eta = d.X @ beta + self.system.v_matrix(self.vdata(theta)) @ self.u
-        w, _ = self._weights(eta)
+        if self.lme4_mode:  # lme4's RX: from the last factorization of its PIRLS
+            self.deviance(np.concatenate([theta, beta]))
+            assert self._last is not None
+            fac, w = self._last
+        else:
+            _, fac, _ = self.pirls(theta, beta)
+            eta = d.X @ beta + self.system.v_matrix(self.vdata(theta)) @ self.u
+            w, _ = self._weights(eta)
         v = self.system.v_matrix(self.vdata(theta))
         wx = d.X * w[:, None]
         b_mat = np.asarray(v.T @ wx)
