@@ -36,15 +36,30 @@ def test_nmf_is_reproducible(planted):
     assert torch.equal(a, b)
 
 
-def test_sae_recovers_planted_atoms(planted):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sae_recovers_planted_atoms_at_the_planted_size(planted, seed):
     X, atoms = planted
-    # an overcomplete dictionary (2x), as SAEs are used; each planted atom is matched to one feature
+    sae = TopKSAE(16, k=3, epochs=20, decoder_bias=False, random_state=seed).fit(X)
+    assert matched_cosine(atoms, sae.get_dictionary()) >= 0.95
+    assert sae.relative_error_ < 0.05
+    assert sae.dead_features_ == []
+    codes = sae.encode(X[:100])
+    assert codes.shape == (100, 16) and ((codes > 0).sum(dim=1) <= 3).all()
+    assert sae.decode(codes).shape == (100, 64)
+
+
+def test_sae_recovers_planted_atoms_on_other_data_and_with_a_decoder_bias():
+    X, atoms = planted_dictionary(6000, 64, 16, active=3, seed=1)
+    sae = TopKSAE(16, k=3, epochs=20, random_state=0).fit(X)
+    assert matched_cosine(atoms, sae.get_dictionary()) >= 0.95
+
+
+def test_sae_overcomplete_matches_each_planted_atom(planted):
+    X, atoms = planted
+    # a 2x overcomplete dictionary, as SAEs are used; each planted atom is matched to one feature
     sae = TopKSAE(32, k=3, epochs=20, decoder_bias=False, random_state=0).fit(X)
     assert matched_cosine(atoms, sae.get_dictionary()) >= 0.95
     assert sae.relative_error_ < 0.25
-    codes = sae.encode(X[:100])
-    assert codes.shape == (100, 32) and ((codes > 0).sum(dim=1) <= 3).all()
-    assert sae.decode(codes).shape == (100, 64)
 
 
 def test_sae_is_reproducible_and_trains_under_no_grad(planted):
@@ -67,6 +82,16 @@ def test_sae_is_reproducible_and_trains_under_no_grad(planted):
         ),
         (NMF(2), torch.full((4, 4), float("nan")), "^X contains NaN or infinite values$"),
         (TopKSAE(4, k=5), torch.ones(10, 5), r"^k must be an int in \[1, n_features = 4\], got 5$"),
+        (
+            TopKSAE(4, k=2, warmup=1.0),
+            torch.ones(10, 5),
+            r"^warmup must be in \[0, 1\), init_iters and aux_coef non-negative$",
+        ),
+        (
+            TopKSAE(4, k=2, aux_k=0),
+            torch.ones(10, 5),
+            "^aux_k must be a positive int or None, got 0$",
+        ),
     ],
 )
 def test_bad_input(estimator, X, message):
