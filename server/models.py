@@ -95,6 +95,8 @@ class ParticipantSession(Base):
     cell: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20))  # see server.flow.STATUSES
     plan: Mapped[list[Any]]
+    # The correct query per trial index ("abba..."): all a trial POST needs of the plan.
+    answer_key: Mapped[str] = mapped_column(Text)
     n_practice: Mapped[int] = mapped_column(Integer)
     practice_attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from experiments.study import StudySpec
 from experiments.two_afc import Cell, plan_trials, trial_to_dict
@@ -124,6 +124,7 @@ def start_session(
         cell=_cell_key(cell),
         status="consent",
         plan=[trial_to_dict(t) for t in plan],
+        answer_key="".join(t.correct for t in plan),
         n_practice=spec.practice.trials,
         practice_attempts=0,
         started_at=now(),
@@ -147,4 +148,9 @@ def start_session(
 
 
 def get_session(db: Session, public_id: str) -> ParticipantSession | None:
-    return db.scalar(select(ParticipantSession).where(ParticipantSession.public_id == public_id))
+    """The session, without its plan (loaded on first use; most API calls never need it)."""
+    return db.scalar(
+        select(ParticipantSession)
+        .where(ParticipantSession.public_id == public_id)
+        .options(defer(ParticipantSession.plan))
+    )

@@ -76,13 +76,13 @@ def _insert(db: Session):
 
 
 def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> Stored:
-    if not 0 <= trial.trial_index < len(session.plan):
+    key = session.answer_key
+    if not 0 <= trial.trial_index < len(key):
         raise FlowError(
-            f"trial_index {trial.trial_index} is outside the plan (0..{len(session.plan) - 1})",
+            f"trial_index {trial.trial_index} is outside the plan (0..{len(key) - 1})",
             status=400,
         )
-    planned = session.plan[trial.trial_index]
-    correct = trial.choice == planned["correct"]
+    correct = trial.choice == key[trial.trial_index]
     values = dict(
         session_id=session.id,
         trial_index=trial.trial_index,
