@@ -85,9 +85,11 @@ def _check_matrix(X, name: str = "X") -> torch.Tensor:
         raise ValueError(
             f"{name} must be a non-empty 2-D matrix (N, C), got shape {tuple(X.shape)}"
         )
-    if not torch.isfinite(X).all():
+    X = X.float()
+    lo, hi = torch.aminmax(X)  # one pass; a NaN anywhere makes both NaN
+    if not (torch.isfinite(lo) and torch.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or infinite values")
-    return X.float()
+    return X
 
 
 class TopKSAE:

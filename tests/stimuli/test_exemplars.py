@@ -2,9 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from stimuli.activations import RunningExtremes, pool, tie_rank, unit_scores
-from stimuli.exemplars import SplitParams, split_exemplars
+from stimuli.activations import RunningExtremes, pool, sample_positions, tie_rank, unit_scores
+from stimuli.demo_model import DemoCNN, demo_dataset, demo_preprocess
+from stimuli.exemplars import ExemplarSearch, SplitParams, split_exemplars
 from stimuli.importance import unit_importance
+from stimuli.nmf import NMF, nnls_codes
+from tests.stimuli.conftest import planted_dictionary
 
 
 def test_running_extremes_match_a_full_sort():
@@ -90,3 +93,54 @@ def test_importance_is_the_same_for_a_neuron_and_its_identity_feature(tiny_cnn):
     assert neurons.abs().sum() > 0
     with pytest.raises(ValueError, match="^give both encoder and dictionary"):
         unit_importance(tiny_cnn, "0", x, [0], dictionary=identity)
+
+
+@pytest.mark.parametrize("chunk", [None, 700])
+def test_fast_nmf_codes_match_the_slow_path(chunk):
+    X, atoms = planted_dictionary(3000, 64, 16, active=3, seed=2)
+    H = atoms + 0.05  # not the exact atoms: the codes need their sweeps
+    H = H / H.norm(dim=1, keepdim=True)
+    slow = nnls_codes(X, H, sweeps=10)
+    fast = nnls_codes(X, H, sweeps=10, tol=1e-4, chunk=chunk)
+    assert fast.shape == slow.shape == (3000, 16) and (fast >= 0).all()
+    assert (fast - slow).norm() <= 1e-4 * slow.norm()
+    # a block that stops early is within about tol of the slow path (here it stops early)
+    early = nnls_codes(X, H, sweeps=10, tol=3e-3, chunk=chunk)
+    assert 0 < (early - slow).norm() <= 3e-3 * slow.norm()
+    # with every sweep run (tol tiny), blocks change nothing but rounding
+    full = nnls_codes(X, H, sweeps=10, tol=1e-12, chunk=chunk)
+    assert torch.allclose(full, slow, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def demo_search_setup():
+    """The benchmark's model (the demo CNN, seeded, untrained) and layers on procedural images."""
+    torch.manual_seed(0)
+    model = DemoCNN().eval()
+    x = demo_preprocess(demo_dataset("procedural", split="test").images[:768])  # N, 1, 28, 28
+    batches = [(torch.arange(i, i + 256), x[i : i + 256]) for i in range(0, 768, 256)]
+    positions = sample_positions(
+        model,
+        ["block2", "block3"],
+        batches,
+        per_image=8,
+        max_samples=4000,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return model, batches, positions
+
+
+def test_fast_nmf_encoder_gives_the_slow_paths_exemplars(demo_search_setup):
+    model, batches, positions = demo_search_setup
+    fast, slow = {}, {}
+    for layer in ("block2", "block3"):
+        nmf = NMF(8, random_state=0).fit(positions[layer].clamp(min=0))
+        fast[(layer, "nmf")] = nmf.encode
+        slow[(layer, "nmf")] = NMF(8, transform_tol=0.0).load_state(nmf.state()).encode
+        X = positions[layer][:2000].clamp(min=0)
+        assert (nmf.encode(X) - slow[(layer, "nmf")](X)).norm() <= 1e-4 * nmf.encode(X).norm()
+    a = ExemplarSearch(20).fit(model, fast, batches)
+    b = ExemplarSearch(20).fit(model, slow, batches)
+    for key in fast:
+        assert torch.equal(a.extremes_[key].top_indices_, b.extremes_[key].top_indices_)
+        assert torch.equal(a.extremes_[key].bottom_indices_, b.extremes_[key].bottom_indices_)
