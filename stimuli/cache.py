@@ -24,9 +24,14 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "assay"
 
 
+# Bump when a cached stage's code changes what it computes, so old results are not reused.
+CODE_REVISION = 2
+
+
 def cache_key(kind: str, inputs: dict[str, Any]) -> str:
     """A file name for ``kind`` keyed by the SHA-256 of ``inputs`` (JSON, sorted keys)."""
-    blob = json.dumps(inputs, sort_keys=True, default=str).encode()
+    keyed = {**inputs, "code_revision": CODE_REVISION}
+    blob = json.dumps(keyed, sort_keys=True, default=str).encode()
     return f"{kind}-{hashlib.sha256(blob).hexdigest()[:24]}.pt"
 
 
