@@ -35,46 +35,18 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from sqlalchemy import make_url
 
 from experiments.study import load_study
 from server.app import create_app
 from server.catalog import launch_study
 from server.extensions import get_db
 from server.gunicorn_process import running_gunicorn
-from server.migrate import upgrade
+from server.migrate import libpq_dsn, scratch_database
 from server.simulate import ImageCache, SimResult, SimulationError, run_participant
 from stimuli.procedural import build_procedural_set
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("server_load")
-
-
-def _dsn(url: str, database: str | None = None) -> str:
-    """A libpq DSN for psycopg from a SQLAlchemy URL, optionally for another database."""
-    u = make_url(url)
-    if database:
-        u = u.set(database=database)
-    return u.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    """A new, migrated PostgreSQL database; dropped on exit. Yields its SQLAlchemy URL."""
-    name = "assay_bench_" + secrets.token_hex(6)
-    with psycopg.connect(_dsn(admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = (
-        make_url(admin_url)
-        .set(drivername="postgresql+psycopg", database=name)
-        .render_as_string(hide_password=False)
-    )
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(_dsn(admin_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def launch_demo(database_url: str, workdir: Path) -> str:
@@ -144,7 +116,7 @@ def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool
 
 def check_database(database_url: str, results: list[SimResult]) -> dict:
     """Lost trials (acknowledged but absent) and duplicate rows, counted in the database."""
-    with psycopg.connect(_dsn(database_url)) as conn:
+    with psycopg.connect(libpq_dsn(database_url)) as conn:
         stored = dict(
             conn.execute(
                 """SELECT p.platform_pid, count(t.id)
@@ -167,7 +139,7 @@ def check_database(database_url: str, results: list[SimResult]) -> dict:
 
 def raw_insert_rate(database_url: str, concurrency: int, seconds: float) -> dict:
     """Single-row INSERTs, one transaction each, ``concurrency`` connections at once."""
-    with psycopg.connect(_dsn(database_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(database_url), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_raw_inserts")
         conn.execute(
             "CREATE TABLE bench_raw_inserts (LIKE trial_responses INCLUDING ALL)"
@@ -192,7 +164,7 @@ def raw_insert_rate(database_url: str, concurrency: int, seconds: float) -> dict
     )
 
     def worker(k: int) -> None:
-        with psycopg.connect(_dsn(database_url), autocommit=True) as conn:
+        with psycopg.connect(libpq_dsn(database_url), autocommit=True) as conn:
             session_id = session_ids[k % len(session_ids)]
             barrier.wait()
             deadline = time.perf_counter() + seconds
@@ -208,7 +180,7 @@ def raw_insert_rate(database_url: str, concurrency: int, seconds: float) -> dict
         t.start()
     for t in threads:
         t.join()
-    with psycopg.connect(_dsn(database_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(database_url), autocommit=True) as conn:
         rows = conn.execute("SELECT count(*) FROM bench_raw_inserts").fetchone()[0]
         conn.execute("DROP TABLE bench_raw_inserts")
     if rows != sum(counts):

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import make_url
 
 from experiments.study import StudySpec
 from server.app import create_app
 from server.catalog import launch_study
 from server.extensions import get_db
-from server.migrate import upgrade
+from server.migrate import libpq_dsn, scratch_database, upgrade
 from stimuli.procedural import build_procedural_set
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,17 +26,10 @@ POSTGRES_URL = os.environ.get(
 SHARED = Path(os.environ.get("ASSAY_SHARED", ROOT.parent / "shared"))
 
 
-def _postgres_dsn(url: str, database: str | None = None) -> str:
-    u = make_url(url)
-    if database:
-        u = u.set(database=database)
-    return u.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def postgres_available() -> str | None:
     """None if PostgreSQL answers, else the reason (CI must have it: there a miss fails)."""
     try:
-        with psycopg.connect(_postgres_dsn(POSTGRES_URL), connect_timeout=3):
+        with psycopg.connect(libpq_dsn(POSTGRES_URL), connect_timeout=3):
             return None
     except psycopg.OperationalError as exc:
         if os.environ.get("CI"):
@@ -55,16 +47,8 @@ def fresh_database(kind: str, tmp_dir: Path) -> Iterator[str]:
     reason = postgres_available()
     if reason:
         pytest.skip(reason)
-    name = "assay_test_" + secrets.token_hex(6)
-    with psycopg.connect(_postgres_dsn(POSTGRES_URL), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with scratch_database(POSTGRES_URL, prefix="assay_test_") as url:
         yield url
-    finally:
-        with psycopg.connect(_postgres_dsn(POSTGRES_URL), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(
