@@ -195,8 +195,8 @@ def post_instructions(db, psession):
 @api.post("/trials")
 @participant_only
 def post_trial(db, psession):
-    stored = record_trial(db, psession, parse(TrialIn))
-    return jsonify(stored=True, duplicate=stored.duplicate)
+    duplicate = record_trial(db, psession, parse(TrialIn))
+    return jsonify(stored=True, duplicate=duplicate)
 
 
 @api.post("/questionnaire")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -56,26 +56,21 @@ class TrialIn(BaseModel):
     events: list[Event] = Field(default_factory=list, max_length=200)
 
 
-@dataclass(frozen=True)
-class Stored:
-    duplicate: bool
-    correct: bool
+# Dialects whose INSERT has ON CONFLICT DO NOTHING, which exactly-once storage relies on.
+_INSERTS = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 
 
 def _insert(db: Session):
     dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        return pg_insert(TrialResponse).on_conflict_do_nothing(
-            index_elements=["session_id", "trial_index"]
-        )
-    if dialect == "sqlite":
-        return sqlite_insert(TrialResponse).on_conflict_do_nothing(
-            index_elements=["session_id", "trial_index"]
-        )
-    return insert(TrialResponse)
+    if dialect not in _INSERTS:
+        raise ValueError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+    return _INSERTS[dialect](TrialResponse).on_conflict_do_nothing(
+        index_elements=["session_id", "trial_index"]
+    )
 
 
-def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> Stored:
+def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> bool:
+    """Store a trial once; returns True when it was already stored (a replay)."""
     key = session.answer_key
     if not 0 <= trial.trial_index < len(key):
         raise FlowError(
@@ -100,7 +95,7 @@ def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> St
         if inserted is not None:
             if session.status == "instructions":
                 session.status = "trials"
-            return Stored(duplicate=False, correct=correct)
+            return False
     existing = _stored(db, session.id, trial.trial_index)
     if existing is None:
         raise FlowError(f"session is in state {session.status!r}; no new trials accepted")
@@ -113,7 +108,7 @@ def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> St
         raise FlowError(
             f"trial {trial.trial_index} is already stored with a different answer", status=409
         )
-    return Stored(duplicate=True, correct=existing.correct)
+    return True
 
 
 def _stored(db: Session, session_id: int, index: int) -> TrialResponse | None:
@@ -160,11 +155,11 @@ def progress(session: ParticipantSession, stored: dict[int, bool]) -> Progress:
         if all(stored[i] for i in indices) or a == max_attempts:
             done = True
             break
-    main = [t["index"] for t in plan if t["kind"] != "practice"]
-    main_done = sum(1 for i in main if i in stored)
+    missing = missing_main(session, stored)
+    main_total = len(plan) - len(practice)
     if done:
-        next_index = next((i for i in main if i not in stored), None)
-    return Progress(attempt, done, next_index, len(main), main_done)
+        next_index = missing[0] if missing else None
+    return Progress(attempt, done, next_index, main_total, main_total - len(missing))
 
 
 def missing_main(session: ParticipantSession, stored: dict[int, bool]) -> list[int]:
