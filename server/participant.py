@@ -98,7 +98,8 @@ def entry(slug: str):
             abort(404, description=f"no study {slug!r}")
         public_id = psession.public_id
         title = psession.version.spec["title"]
-    session["sessions"] = {**session.get("sessions", {}), slug: public_id}
+    if pid is None:  # a preview has no platform ID to resume by: the cookie remembers it
+        session["sessions"] = {**session.get("sessions", {}), slug: public_id}
     token = sign(current_app.config["SECRET_KEY"], public_id)
     log.info("entry to %s: session %s (%s)", slug, public_id[:8], mode)
     return render_template("study.html", token=token, title=title, mode=mode)
