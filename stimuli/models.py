@@ -25,9 +25,10 @@ def layer_names(model: nn.Module) -> list[str]:
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The submodule ``name``; an unknown name raises ValueError listing the available ones."""
+    """The submodule ``name`` ("" is the model itself, whose output is the logits); an
+    unknown name raises ValueError listing the available ones."""
     modules = dict(model.named_modules())
-    if not name or name not in modules:
+    if name not in modules:
         available = ", ".join(layer_names(model))
         raise ValueError(f"unknown layer {name!r}; available layers: {available}")
     return modules[name]
