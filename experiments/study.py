@@ -7,11 +7,28 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from experiments.paradigms import PARADIGMS
+from experiments.paradigms.base import Paradigm, ParadigmOptions, merged_options
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+NONE = "none"  # a condition's role mapped to "none" is not shown (e.g. no references)
+TWO_AFC = "2afc_exemplar"
+# The [paradigm] table: each paradigm's options, told apart by `id`.
+ParadigmOptionsUnion = Annotated[
+    Union[tuple(type(p).Options for p in PARADIGMS.values())],  # noqa: UP007
+    Field(discriminator="id"),
+]
 
 
 class StudyFileError(ValueError):
@@ -23,18 +40,24 @@ class _Strict(BaseModel):
 
 
 class Condition(_Strict):
-    """A between-subject condition: which units (by kind) its participants see."""
+    """A between-subject condition: which units its participants see (by unit source), and
+    which explanation method supplies each role the paradigm shows."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,50}$")
-    unit_kinds: list[str] = Field(min_length=1)
+    source: list[str] = Field(min_length=1)  # TOML: one source id or a list of them
+    method: str = Field(default="exemplars", min_length=1)  # for every role not in `roles`
+    roles: dict[str, str] = Field(default_factory=dict)  # role -> method id, or "none"
+    options: dict[str, Any] = Field(default_factory=dict)  # paradigm option overrides
 
+    @field_validator("source", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
-class TwoAFCOptions(_Strict):
-    n_references: int = Field(default=9, ge=1, le=20)
-    response_lock_ms: int = Field(default=1500, ge=0, le=60_000)
-    feedback: bool = False
-    progress: bool = True
-    max_side: Literal["left", "right"] = "right"
+    def method_for(self, role: str) -> str | None:
+        """The method whose images fill ``role``; None when the condition leaves it out."""
+        method = self.roles.get(role, self.method)
+        return None if method == NONE else method
 
 
 class Trials(_Strict):
@@ -43,7 +66,7 @@ class Trials(_Strict):
     catch_rate: float = Field(default=0.1, ge=0.0, le=0.5)
     block_by: str | None = Field(
         default=None,
-        description="within-subject blocks: a unit attribute ('layer' or 'kind'); "
+        description="within-subject blocks: a unit attribute ('layer' or 'source'); "
         "block order is counterbalanced across participants",
     )
 
@@ -96,18 +119,40 @@ class Recruitment(_Strict):
 class StudySpec(_Strict):
     slug: str
     title: str = Field(min_length=1, max_length=200)
-    paradigm: Literal["2afc_exemplar"] = "2afc_exemplar"
+    paradigm: ParadigmOptionsUnion
     stimulus_set: str = Field(
         min_length=1, description="stimulus-set directory, relative to the file"
     )
     conditions: list[Condition] = Field(min_length=1)
-    two_afc: TwoAFCOptions = TwoAFCOptions()
     trials: Trials
     practice: Practice = Practice()
     texts: Texts
     questionnaire: list[Question] = Field(default_factory=list)
     exclusions: Exclusions = Exclusions()
     recruitment: Recruitment
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_older(cls, data: Any) -> Any:
+        """Study files (and launched specs) written before paradigms became plugins: a
+        ``paradigm`` name with a ``[two_afc]`` table, conditions with ``unit_kinds``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("paradigm"), str) or "two_afc" in data:
+            options = data.pop("two_afc", {})
+            name = data.get("paradigm", TWO_AFC)
+            data["paradigm"] = {"id": name, **options} if isinstance(options, dict) else options
+        if isinstance(data.get("conditions"), list):
+            data["conditions"] = [
+                {**{k: v for k, v in c.items() if k != "unit_kinds"}, "source": c["unit_kinds"]}
+                if isinstance(c, dict) and "unit_kinds" in c and "source" not in c else c
+                for c in data["conditions"]
+            ]
+        trials = data.get("trials")
+        if isinstance(trials, dict) and trials.get("block_by") == "kind":
+            data["trials"] = {**trials, "block_by": "source"}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
@@ -116,8 +161,24 @@ class StudySpec(_Strict):
         names = [c.name for c in self.conditions]
         if len(set(names)) != len(names):
             raise ValueError("condition names must be unique")
-        if self.trials.block_by not in (None, "layer", "kind"):
-            raise ValueError("trials.block_by must be 'layer' or 'kind'")
+        if self.trials.block_by not in (None, "layer", "source"):
+            raise ValueError("trials.block_by must be 'layer' or 'source'")
+        paradigm = self.paradigm_class
+        for i, condition in enumerate(self.conditions):
+            unknown = sorted(set(condition.roles) - set(paradigm.roles))
+            if unknown:
+                raise ValueError(
+                    f"conditions.{i}.roles: {unknown[0]!r} is not a role of {paradigm.id} "
+                    f"(its roles: {', '.join(paradigm.roles)})"
+                )
+            if "id" in condition.options:
+                raise ValueError(f"conditions.{i}.options: the paradigm is chosen once per study")
+            try:
+                merged_options(self.paradigm, condition.options)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"conditions.{i}.options.{where}: {err['msg']}") from None
         if self.exclusions.screen_out_on_catch and (
             self.recruitment.screenout_code is None or self.exclusions.catch_min_accuracy is None
         ):
@@ -126,6 +187,15 @@ class StudySpec(_Strict):
                 "and exclusions.catch_min_accuracy"
             )
         return self
+
+    @property
+    def paradigm_class(self) -> Paradigm:
+        return PARADIGMS[self.paradigm.id]
+
+    def options_for(self, condition: str) -> ParadigmOptions:
+        """The paradigm options a condition's participants get: the study's, overridden."""
+        found = next(c for c in self.conditions if c.name == condition)
+        return merged_options(self.paradigm, found.options)
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

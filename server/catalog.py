@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from experiments.study import StudySpec, stimulus_dir
-from experiments.two_afc import cells, check_feasible
 from server.models import Image, StimulusSetRow, Study, StudyVersion
 from stimuli.stimulus_set import StimulusSet, load_stimulus_set
 
@@ -49,7 +48,8 @@ class Launched:
 def launch_study(db: Session, spec: StudySpec, study_file: Path) -> Launched:
     """Validate against the stimulus set and create a version unless this exact one exists."""
     stimulus_set = load_stimulus_set(stimulus_dir(spec, study_file))
-    check_feasible(spec, stimulus_set.manifest)
+    paradigm = spec.paradigm_class
+    paradigm.check_feasible(spec, stimulus_set.manifest)
     set_row = import_stimulus_set(db, stimulus_set)
     study = db.scalar(select(Study).where(Study.slug == spec.slug).with_for_update())
     if study is None:
@@ -68,7 +68,7 @@ def launch_study(db: Session, spec: StudySpec, study_file: Path) -> Launched:
     latest = db.scalar(
         select(func.max(StudyVersion.version)).where(StudyVersion.study_id == study.id)
     )
-    all_cells = cells(spec, stimulus_set.manifest)
+    all_cells = paradigm.cells(spec, stimulus_set.manifest)
     version = StudyVersion(
         study_id=study.id,
         version=(latest or 0) + 1,

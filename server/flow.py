@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from experiments.paradigms import PARADIGMS
 from experiments.study import StudySpec
 from server.catalog import now
 from server.models import ParticipantSession
@@ -126,27 +127,28 @@ def finish(db: Session, session: ParticipantSession) -> Finished:
 
 
 def client_state(db: Session, session: ParticipantSession, image_url) -> dict[str, Any]:
-    """What the browser needs to (re)build its timeline; catch trials look like main ones."""
+    """What the browser needs to (re)build its timeline; catch trials look like main ones.
+
+    Each trial carries the paradigm's view of it; its answer key only where the participant
+    gets feedback (practice always, main trials when the options ask for it)."""
     spec = spec_of(session)
+    paradigm = PARADIGMS[session.paradigm]
+    options = spec.options_for(session.condition)
     stored = stored_indices(db, session)
     p = progress(session, stored)
-    show_answer = spec.two_afc.feedback
 
-    def view(t: dict) -> dict:
+    def trial(t: dict) -> dict:
         practice = t["kind"] == "practice"
         out = {
             "index": t["index"],
             "phase": "practice" if practice else "main",
             "block": t["block"],
             "attempt": t["attempt"],
-            "ref_max": [image_url(d) for d in t["ref_max"]],
-            "ref_min": [image_url(d) for d in t["ref_min"]],
-            "query_a": image_url(t["query_a"]),
-            "query_b": image_url(t["query_b"]),
+            "view": paradigm.view(t, image_url),
             "stored": t["index"] in stored,
         }
-        if practice or show_answer:
-            out["correct"] = t["correct"]
+        if practice or options.feedback:
+            out["correct"] = t["key"]
         return out
 
     return {
@@ -154,7 +156,7 @@ def client_state(db: Session, session: ParticipantSession, image_url) -> dict[st
         "mode": session.mode,
         "title": spec.title,
         "texts": spec.texts.model_dump(),
-        "two_afc": spec.two_afc.model_dump(),
+        "paradigm": options.model_dump(),
         "practice": {"trials": spec.practice.trials, "max_attempts": spec.practice.max_attempts},
         "questionnaire": [q.model_dump() for q in spec.questionnaire],
         "progress": {
@@ -164,5 +166,5 @@ def client_state(db: Session, session: ParticipantSession, image_url) -> dict[st
             "main_total": p.main_total,
             "main_done": p.main_done,
         },
-        "trials": [view(t) for t in session.plan],
+        "trials": [trial(t) for t in session.plan],
     }

@@ -51,11 +51,16 @@ class StimulusSetRow(Base):
     imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+STUDY_STATES = ("open", "full", "paused", "closed")
+
+
 class Study(Base):
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Whether new participants are let in (STUDY_STATES); those inside may always finish.
+    state: Mapped[str] = mapped_column(String(10), default="open", server_default="open")
     versions: Mapped[list[StudyVersion]] = relationship(
         back_populates="study", order_by="StudyVersion.version"
     )
@@ -91,12 +96,13 @@ class ParticipantSession(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     study_version_id: Mapped[int] = mapped_column(ForeignKey("study_versions.id"))
     mode: Mapped[str] = mapped_column(String(10))  # live, pilot, preview
+    paradigm: Mapped[str] = mapped_column(String(50))  # its id in experiments.paradigms
     condition: Mapped[str] = mapped_column(String(50))
     cell: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20))  # see server.flow.STATUSES
-    plan: Mapped[list[Any]]
-    # The correct query per trial index ("abba..."): all a trial POST needs of the plan.
-    answer_key: Mapped[str] = mapped_column(Text)
+    plan: Mapped[list[Any]]  # experiments.paradigms.base.Trial dicts, by trial index
+    # Each trial's answer key, by trial index: all a trial POST needs of the plan.
+    answer_keys: Mapped[list[Any]]
     n_practice: Mapped[int] = mapped_column(Integer)
     practice_attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -125,16 +131,16 @@ class PlatformIdentity(Base):
 
 
 class TrialResponse(Base):
-    """One row per answered trial; correctness is scored on the server from the plan."""
+    """One row per answered trial: the paradigm's answer as JSON and its score, which the
+    server computes from the session's answer keys (1.0 correct, 0.0 wrong)."""
 
     __tablename__ = "trial_responses"
     __table_args__ = (UniqueConstraint("session_id", "trial_index"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))
     trial_index: Mapped[int] = mapped_column(Integer)
-    choice: Mapped[str] = mapped_column(String(1))
-    confidence: Mapped[int] = mapped_column(Integer)
-    correct: Mapped[bool]
+    answer: Mapped[dict[str, Any]]
+    score: Mapped[float] = mapped_column(Float)
     rt_ms: Mapped[float] = mapped_column(Float)
     presented_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     responded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -27,6 +27,7 @@ from flask import (
 )
 from pydantic import BaseModel, ValidationError
 
+from experiments.paradigms import PARADIGMS
 from experiments.study import SLUG
 from server.extensions import get_db, limiter
 from server.flow import (
@@ -40,7 +41,7 @@ from server.flow import (
     instructions_read,
 )
 from server.models import Image
-from server.sessions import UnknownStudy, get_session, start_session
+from server.sessions import StudyNotOpen, UnknownStudy, get_session, start_session
 from server.tokens import HEADER, participant_key, sign, verify
 from server.trials import FlowError, TrialIn, record_trial
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 pages = Blueprint("participant", __name__)
 api = Blueprint("api", __name__, url_prefix="/api")
 
+PROLIFIC_HOME = "https://app.prolific.com/"
 PLATFORM_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 # Files served from node_modules: a fixed table, so no request path reaches the filesystem.
@@ -81,7 +83,8 @@ def entry(slug: str):
     mode = "preview" if pid is None else ("pilot" if request.args.get("pilot") == "1" else "live")
     db = get_db()
     remembered = session.get("sessions", {}).get(slug) if pid is None else None
-    with db.begin():
+    not_open = None
+    with db.begin():  # a study found full is marked so: commit, then show the page
         existing = get_session(db, remembered) if remembered else None
         try:
             psession = existing or start_session(
@@ -96,13 +99,21 @@ def entry(slug: str):
             )
         except UnknownStudy:
             abort(404, description=f"no study {slug!r}")
-        public_id = psession.public_id
-        title = psession.version.spec["title"]
+        except StudyNotOpen as exc:
+            not_open = exc
+        else:
+            public_id = psession.public_id
+            title = psession.version.spec["title"]
+            plugin = PARADIGMS[psession.paradigm].plugin
+    if not_open is not None:
+        log.info("entry to %s refused: the study is %s", slug, not_open.state)
+        return render_template("not_open.html", title=not_open.title, state=not_open.state,
+                               prolific=PROLIFIC_HOME if mode != "preview" else None)
     if pid is None:  # a preview has no platform ID to resume by: the cookie remembers it
         session["sessions"] = {**session.get("sessions", {}), slug: public_id}
     token = sign(current_app.config["SECRET_KEY"], public_id)
     log.info("entry to %s: session %s (%s)", slug, public_id[:8], mode)
-    return render_template("study.html", token=token, title=title, mode=mode)
+    return render_template("study.html", token=token, title=title, mode=mode, plugin=plugin)
 
 
 @pages.get("/img/<digest>.png")

@@ -1,4 +1,10 @@
-"""Starting and resuming participant sessions, and assigning them to condition cells."""
+"""Starting and resuming participant sessions, and assigning them to condition cells.
+
+Assignment balances conditions first, then block orders within the chosen condition,
+counting the sessions that hold a place (completed, or started within the timeout), so that
+conditions stay within one participant of each other. A study that is not open (full,
+paused, closed) lets no new live participant in; those already inside may finish.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,8 @@ import numpy as np
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, defer
 
+from experiments.paradigms.base import Cell
 from experiments.study import StudySpec
-from experiments.two_afc import Cell, plan_trials, trial_to_dict
 from server.catalog import latest_version, now
 from server.models import ParticipantSession, PlatformIdentity, Study, StudyVersion
 from stimuli.stimulus_set import StimulusManifest
@@ -26,6 +32,15 @@ RELEASED = ("declined", "screened_out")
 
 class UnknownStudy(LookupError):
     pass
+
+
+class StudyNotOpen(LookupError):
+    """A new participant arrived at a study that is full, paused or closed."""
+
+    def __init__(self, slug: str, state: str, title: str) -> None:
+        super().__init__(f"study {slug!r} is {state}")
+        self.state = state
+        self.title = title
 
 
 def _cell_key(cell: dict) -> str:
@@ -53,9 +68,21 @@ def cell_counts(db: Session, version: StudyVersion, timeout_minutes: int) -> dic
     return counts
 
 
-def _choose_cell(db: Session, version: StudyVersion, spec: StudySpec) -> dict:
+def _choose_cell(db: Session, version: StudyVersion, spec: StudySpec) -> dict | None:
+    """The least-filled block order of the least-filled condition below its target (ties:
+    the first in the study's order); None when every condition has reached its target."""
     counts = cell_counts(db, version, spec.recruitment.session_timeout_minutes)
-    return min(version.cells, key=lambda c: counts[_cell_key(c)])  # ties: first in order
+    by_condition: dict[str, list[dict]] = {}
+    for cell in version.cells:
+        by_condition.setdefault(cell["condition"], []).append(cell)
+    totals = {c: sum(counts[_cell_key(cell)] for cell in cells)
+              for c, cells in by_condition.items()}
+    target = spec.recruitment.target_per_condition
+    open_conditions = [c for c in by_condition if target is None or totals[c] < target]
+    if not open_conditions:
+        return None
+    condition = min(open_conditions, key=totals.__getitem__)
+    return min(by_condition[condition], key=lambda cell: counts[_cell_key(cell)])
 
 
 def _parsed(version: StudyVersion) -> tuple[StudySpec, StimulusManifest]:
@@ -106,25 +133,38 @@ def start_session(
         if found is not None:
             return found
     spec, manifest = _parsed(version)  # before the lock: it is the slow part
-    db.scalar(select(Study.id).where(Study.id == version.study_id).with_for_update())
+    study = db.scalar(select(Study).where(Study.id == version.study_id).with_for_update())
     if pid is not None:  # re-check under the lock: a twin request may have just created it
         found = _find_by_pid(db, version.study_id, pid)
         if found is not None:
             return found
+    counted = mode == "live"
+    if counted and study.state not in ("open", "full"):
+        raise StudyNotOpen(slug, study.state, spec.title)
     cell = _choose_cell(db, version, spec)
+    if cell is None and counted:
+        study.state = "full"
+        raise StudyNotOpen(slug, "full", spec.title)
+    if counted and study.state == "full":  # places freed (timed out) since it filled up
+        study.state = "open"
+    if cell is None:  # a pilot or preview of a full study: the least-filled cell
+        counts = cell_counts(db, version, spec.recruitment.session_timeout_minutes)
+        cell = min(version.cells, key=lambda c: counts[_cell_key(c)])
     public_id = secrets.token_hex(16)
     rng = np.random.default_rng(int(public_id, 16))
-    plan = plan_trials(spec, manifest, Cell(cell["condition"], tuple(cell["block_order"])), rng)
+    paradigm = spec.paradigm_class
+    plan = paradigm.plan(spec, manifest, Cell(cell["condition"], tuple(cell["block_order"])), rng)
     session = ParticipantSession(
         public_id=public_id,
         study_id=version.study_id,
         study_version_id=version.id,
         mode=mode,
+        paradigm=paradigm.id,
         condition=cell["condition"],
         cell=_cell_key(cell),
         status="consent",
-        plan=[trial_to_dict(t) for t in plan],
-        answer_key="".join(t.correct for t in plan),
+        plan=[t.to_dict() for t in plan],
+        answer_keys=[t.key for t in plan],
         n_practice=spec.practice.trials,
         practice_attempts=0,
         started_at=now(),

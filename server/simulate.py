@@ -1,8 +1,8 @@
 """Simulated participants that drive a running server through the browser's HTTP API.
 
-Each one is a noisy observer of the images it is shown: it compares the mean colour of each
-query with the mean colours of the maximally and minimally activating references, so its
-accuracy depends on the stimuli, as a person's would. Used by the demo, tests and load tests.
+Each one is a noisy observer of the mean colours of the images it is shown; how it answers
+is its paradigm's ``simulate``, so its accuracy depends on the stimuli, as a person's would.
+Used by the demo, tests and load tests.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import requests
 from PIL import Image
+
+from experiments.paradigms import PARADIGMS
 
 TOKEN = re.compile(r'data-token="([^"]+)"')
 
@@ -95,25 +97,21 @@ def run_participant(
         post("instructions", {"seconds": float(rng.uniform(20, 60))})
     latencies: list[float] = []
     sent = 0
+    paradigm = PARADIGMS[state["paradigm"]["id"]]
+    options = paradigm.Options.model_validate(state["paradigm"])
+
+    def mean(url: str) -> np.ndarray:
+        return images.mean(http, base, url)
+
     for trial in _path(state["trials"], state["practice"]["max_attempts"]):
         if trial["stored"]:
             continue
-        mean = lambda url: images.mean(http, base, url)  # noqa: E731
-        ref_max = np.mean([mean(u) for u in trial["ref_max"]], axis=0)
-        ref_min = np.mean([mean(u) for u in trial["ref_min"]], axis=0)
-        evidence = [
-            np.linalg.norm(mean(q) - ref_min) - np.linalg.norm(mean(q) - ref_max)
-            for q in (trial["query_a"], trial["query_b"])
-        ]
-        margin = skill * (evidence[0] - evidence[1]) / 80.0 + rng.logistic()
-        choice = "a" if margin > 0 else "b"
-        confidence = int(min(3, 1 + abs(margin) // 1.5))
+        answer = paradigm.simulate(trial["view"], options, rng, skill, mean)
         rt = float(rng.lognormal(np.log(1800), 0.4))
         shown = datetime.now(UTC)
         body = {
             "trial_index": trial["index"],
-            "choice": choice,
-            "confidence": confidence,
+            "answer": answer,
             "rt_ms": round(rt, 1),
             "presented_at": shown.isoformat(),
             "responded_at": (shown + timedelta(milliseconds=rt)).isoformat(),
@@ -123,7 +121,8 @@ def run_participant(
         latencies.append((time.perf_counter() - start) * 1000)
         sent += 1
         if trial["phase"] == "practice":
-            trial["_answered_correctly"] = choice == trial["correct"]
+            scored = paradigm.score(trial["correct"], paradigm.Answer.model_validate(answer))
+            trial["_answered_correctly"] = scored >= 1.0
     answers = {}
     for q in state["questionnaire"]:
         answers[q["id"]] = q["options"][0] if q["kind"] == "choice" else "simulated"

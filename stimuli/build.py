@@ -1,14 +1,20 @@
-"""Build a stimulus set from a model, a layer list and an image pool: ``build_stimuli(path)``.
+"""Build a stimulus set from a model, its layers, unit sources, explanation methods and an
+image pool: ``build_stimuli(path)``. Orchestration only: what is explained lives in
+stimuli/sources/, how it is shown in stimuli/methods/, where the model comes from in
+stimuli/model_loaders.py.
 
-Stages, each cached under the cache directory keyed by a hash of its inputs (so a second run
-reuses finished work): the demo model's training, position samples, NMF and SAE fits, the
-exemplar search, and unit importance. The same config and seed give a byte-identical set.
+Stages, each cached under the cache directory keyed by a hash of its inputs and of the
+revision of the code that computes it (so a second run reuses finished work, and a changed
+method recomputes only its own): position samples, each dictionary's fit, each unit family's
+extremes over the pool (one streaming pass for whatever is missing), unit importance, and
+each method's explanations. Seeds come from names (build seed, stage, layer, source, unit,
+method), never from list positions. The same config and seed give a byte-identical set.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,34 +22,38 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
 from stimuli.activations import sample_positions
 from stimuli.build_config import BuildConfig, load_build_config
-from stimuli.cache import TensorCache
-from stimuli.demo_model import load_demo_model
-from stimuli.exemplars import ExemplarSearch, is_usable, split_exemplars
+from stimuli.cache import TensorCache, digest_of, seed_from
+from stimuli.exemplars import ExemplarSearch
+from stimuli.explain_context import ExplainContext, UnitStatistics
 from stimuli.images import ArrayImages, ImageFolder, ImageSource, ImageTransform, iter_batches
 from stimuli.importance import unit_importance
-from stimuli.models import get_layer, load_factory_model, load_vision_model, model_checksum
-from stimuli.nmf import NMF
-from stimuli.sae import TopKSAE
+from stimuli.methods.base import Method, UnitRef
+from stimuli.model_loaders import LoadedModel
+from stimuli.models import get_layer, model_checksum
+from stimuli.registry import METHODS, MODELS, SOURCES
+from stimuli.sources.base import UnitSource
 from stimuli.stimulus_set import (
     IMAGE_DIR,
     SCHEMA_VERSION,
-    QueryPair,
-    References,
+    Entry,
+    ImageRef,
+    Pair,
     StimulusManifest,
-    Unit,
     encode_png,
-    image_digest,
     write_stimulus_set,
 )
 
 log = logging.getLogger(__name__)
 
-KINDS = ("neuron", "nmf", "sae")
+# Revision of the builder's own stages (position samples, extremes, importance): bump it
+# when their code changes what they compute. Sources and methods carry their own.
+STAGE_REVISION = 1
+
+Family = tuple[str, str]  # (hooked layer, source id); "" is the model's output
 
 
 def build_stimuli(config_path: str | Path, output: str | Path | None = None) -> str:
@@ -81,42 +91,32 @@ class StimulusBuilder:
         self.config = config
         self.cache = TensorCache(config.cache_dir)
         self.device = torch.device(config.device)
+        self.methods: dict[str, Method] = {
+            m: METHODS[m](config.plugin_config(m)) for m in config.methods
+        }
 
     # -- model and images ---------------------------------------------------------------
-    def _load_model(self) -> tuple[nn.Module, dict, np.ndarray | None]:
-        m = self.config.model
-        pool_images = None
-        if m.source == "demo":
-            demo = load_demo_model(
-                data=m.data,
-                train_samples=m.train_samples,
-                epochs=m.epochs,
-                seed=self.config.seed,
-                cache_dir=self.cache.directory,
-                device=self.device,
-            )
-            model, pool_images = demo.model, demo.dataset.images
-            info = {"source": "demo", "name": "DemoCNN", "data": demo.dataset.name}
-            info["held_out_accuracy"] = _round(demo.accuracy)
-        elif m.source == "factory":
-            model = load_factory_model(m.factory, m.weights)
-            info = {"source": "factory", "name": m.factory}
-        else:
-            model = load_vision_model(m.source, m.arch, m.weights)
-            info = {"source": m.source, "name": m.arch}
-        model = model.to(self.device).eval()
-        for layer in m.layers:
-            get_layer(model, layer)
-        info["checksum"] = model_checksum(model)
-        return model, info, pool_images
+    def _load_model(self) -> LoadedModel:
+        options = self.config.model_options
+        loaded = MODELS[options.source].load(  # type: ignore[attr-defined]
+            options, seed=self.config.seed, cache_dir=self.cache.directory, device=self.device
+        )
+        loaded.model = loaded.model.to(self.device).eval()
+        for layer in options.layers:
+            get_layer(loaded.model, layer)
+        loaded.info["checksum"] = model_checksum(loaded.model)
+        return loaded
 
-    def _image_pool(self, demo_images: np.ndarray | None) -> _Pool:
+    def _image_pool(self, loaded: LoadedModel) -> _Pool:
         cfg = self.config.images
         if cfg.source == "demo":
-            if demo_images is None:
-                raise ValueError("images.source = 'demo' needs model.source = 'demo'")
-            images = demo_images[: cfg.limit] if cfg.limit else demo_images
-            source: ImageSource = ArrayImages(images, name="demo")
+            if loaded.images is None:
+                raise ValueError(
+                    f"images.source = 'demo' needs a model that brings its own images "
+                    f"(model.source = 'demo'), not {self.config.model_options.source!r}"
+                )
+            images = loaded.images[: cfg.limit] if cfg.limit else loaded.images
+            source: ImageSource = ArrayImages(images, name=loaded.images_name or "model")
         else:
             source = ImageFolder(Path(cfg.source))
             if cfg.limit:
@@ -128,213 +128,270 @@ class StimulusBuilder:
         return _Pool(source, transform, fingerprint, description)
 
     def _batches(self, pool: _Pool, desc: str, indices=None):
-        batches = iter_batches(
-            pool.source, pool.transform, batch_size=self.config.images.batch_size, indices=indices
-        )
-        total = -(
-            -(len(pool.source) if indices is None else len(indices))
-            // self.config.images.batch_size
-        )
+        size = self.config.images.batch_size
+        batches = iter_batches(pool.source, pool.transform, batch_size=size, indices=indices)
+        total = -(-(len(pool.source) if indices is None else len(indices)) // size)
         return tqdm(batches, total=total, desc=desc, unit="batch", disable=None, leave=False)
+
+    def _families(self) -> list[Family]:
+        """Every (layer, source) pair the build explains, in config order."""
+        out: list[Family] = []
+        for source_id in self.config.sources:
+            fixed = SOURCES[source_id].fixed_layer
+            layers = [fixed] if fixed is not None else self.config.model_options.layers
+            out.extend((layer, source_id) for layer in layers)
+        return out
 
     # -- stages -------------------------------------------------------------------------
     def build(self) -> str:
         cfg = self.config
-        model, model_info, demo_images = self._load_model()
-        pool = self._image_pool(demo_images)
+        loaded = self._load_model()
+        pool = self._image_pool(loaded)
         base_key = {
-            "model": model_info["checksum"],
+            "model": loaded.info["checksum"],
             "images": pool.fingerprint,
             "transform": repr(pool.transform),
+            "cls_token": cfg.model_options.cls_token,
             "seed": cfg.seed,
+            "stage_revision": STAGE_REVISION,
         }
-        dictionaries = self._fit_dictionaries(model, pool, base_key)
-        search = self._search(model, pool, base_key, dictionaries)
-        units = self._sample_units(search)
-        importance = self._importance(model, pool, base_key, dictionaries, units)
-        manifest, images = self._manifest(pool, model_info, dictionaries, search, units, importance)
-        digest = write_stimulus_set(cfg.output, manifest, images)
+        model = loaded.model
+        families = self._families()
+        sources = self._fit_sources(model, pool, base_key, families)
+        stats_keys = {f: self._statistics_key(base_key, f, sources[f]) for f in families}
+        statistics = self._statistics(model, pool, families, sources, stats_keys)
+        units = self._sample_units(families, statistics)
+        importance = self._importance(model, pool, base_key, sources, units)
+        ctx = ExplainContext(
+            model=model,
+            device=self.device,
+            sources=sources,
+            statistics=statistics,
+            render=lambda i: self._render(pool, i),
+            image_name=pool.source.name,
+        )
+        explanations = {
+            m: self._explain(self.methods[m], ctx, units, stats_keys) for m in cfg.methods
+        }
+        manifest = self._manifest(loaded, pool, sources, statistics, units, importance,
+                                  explanations, ctx)
+        digest = write_stimulus_set(cfg.output, manifest, ctx.images)
         _remove_stale_images(cfg.output, manifest)
         log.info(
-            "wrote stimulus set %s (%d units) to %s", digest[:12], len(manifest.units), cfg.output
+            "wrote stimulus set %s (%d entries) to %s", digest[:12], len(manifest.entries),
+            cfg.output,
         )
         return digest
 
-    def _fit_dictionaries(self, model, pool, base_key) -> dict[tuple[str, str], NMF | TopKSAE]:
-        cfg, dcfg = self.config, self.config.dictionary
-        kinds = [k for k in cfg.units.kinds if k != "neuron"]
-        if not kinds:
-            return {}
-        pos_key = {**base_key, "layers": cfg.model.layers, "fit_samples": dcfg.fit_samples}
-        pos_key["positions_per_image"] = dcfg.positions_per_image
+    def _fit_sources(self, model, pool, base_key, families) -> dict[Family, UnitSource]:
+        """Every family's source, fitted on position vectors sampled from its layer."""
+        cfg = self.config
+        out: dict[Family, UnitSource] = {}
+        for layer, source_id in families:
+            cls = SOURCES[source_id]
+            out[(layer, source_id)] = cls(
+                cfg.plugin_config(source_id),
+                seed=seed_from(cfg.seed, "fit", layer, source_id),
+                device=self.device,
+            )
+        to_fit = [f for f in families if out[f].needs_fit]
+        if not to_fit:
+            return out
+        layers = sorted({layer for layer, _ in to_fit})
+        pos_key = {**base_key, "layers": layers, **cfg.positions.model_dump()}
         positions = self.cache.load("positions", pos_key)
         if positions is None:
             # a seeded random subset of the images (in source order), so that a folder sorted
             # by class does not give the dictionaries only its first classes
-            gen = torch.Generator().manual_seed(cfg.seed)
-            n_img = min(len(pool.source), -(-dcfg.fit_samples // dcfg.positions_per_image))
+            gen = torch.Generator().manual_seed(seed_from(cfg.seed, "positions"))
+            n_img = min(len(pool.source), -(-cfg.positions.fit_samples // cfg.positions.per_image))
             images = sorted(torch.randperm(len(pool.source), generator=gen)[:n_img].tolist())
             positions = sample_positions(
                 model,
-                cfg.model.layers,
+                layers,
                 self._batches(pool, "sampling activations", images),
-                per_image=dcfg.positions_per_image,
-                max_samples=dcfg.fit_samples,
+                per_image=cfg.positions.per_image,
+                max_samples=cfg.positions.fit_samples,
                 generator=gen,
                 device=self.device,
+                cls_token=cfg.model_options.cls_token,
             )
             self.cache.save("positions", pos_key, positions)
-        fitted = {}
-        for layer in cfg.model.layers:
-            X = positions[layer]  # M, C
-            k = min(dcfg.n_components, X.shape[1]) if "nmf" in kinds else dcfg.n_components
-            for kind in kinds:
-                key = {**pos_key, "layer": layer, "kind": kind, "params": dcfg.model_dump()}
-                est = self._estimator(kind, k)
-                state = self.cache.load(f"dict-{kind}", key)
-                if state is None:
-                    log.info("fitting %s on %s: X %s", kind, layer, tuple(X.shape))
-                    data = X
-                    if kind == "nmf" and (X < 0).any():
-                        log.warning(
-                            "%s has negative activations; NMF sees them clamped at 0", layer
-                        )
-                        data = X.clamp(min=0)
-                    est.fit(data.to(self.device))
-                    self.cache.save(f"dict-{kind}", key, est.state())
-                else:
-                    est.load_state(state)
-                fitted[(layer, kind)] = est
-        return fitted
+        for layer, source_id in to_fit:
+            source = out[(layer, source_id)]
+            key = {**pos_key, "layer": layer, "source": source_id,
+                   "revision": source.revision, "options": source.config.model_dump()}
+            state = self.cache.load(f"fit-{source_id}", key)
+            if state is None:
+                X = positions[layer]  # M, C
+                log.info("fitting %s on %s: X %s", source_id, layer, tuple(X.shape))
+                source.fit(X)
+                self.cache.save(f"fit-{source_id}", key, source.state())
+            else:
+                source.load_state(state)
+        return out
 
-    def _estimator(self, kind: str, k: int) -> NMF | TopKSAE:
-        d, seed = self.config.dictionary, self.config.seed
-        if kind == "nmf":
-            return NMF(k, max_iter=d.nmf_max_iter, random_state=seed, device=self.device)
-        return TopKSAE(
-            k,
-            k=min(d.sae_k, k),
-            epochs=d.sae_epochs,
-            decoder_bias=False,
-            random_state=seed,
-            device=self.device,
+    def _n_extremes(self) -> int:
+        return max([1, *(m.n_extremes() for m in self.methods.values())])
+
+    def _statistics_key(self, base_key, family: Family, source: UnitSource) -> dict:
+        n_subset = max(
+            [0, *(getattr(m.config, "subset_size", 0) for m in self.methods.values())]
         )
+        return {**base_key, "family": list(family), "source": source.checksum(),
+                "pooling": self.config.units.pooling, "n_extremes": self._n_extremes(),
+                "subset": min(n_subset, self.config.images.limit or n_subset)}
 
-    def _search(self, model, pool, base_key, dictionaries) -> dict:
-        cfg = self.config
-        params = cfg.exemplars.split_params()
-        n_subset = min(cfg.exemplars.subset_size, len(pool.source))
-        key = {
-            **base_key,
-            "layers": cfg.model.layers,
-            "kinds": cfg.units.kinds,
-            "dictionary": cfg.dictionary.model_dump(),
-            "pooling": cfg.units.pooling,
-            "n_extremes": params.n_extremes,
-            "subset": n_subset,
-        }
-        cached = self.cache.load("exemplars", key)
-        if cached is not None:
-            return cached
-        gen = torch.Generator().manual_seed(cfg.seed)
+    def _statistics(self, model, pool, families, sources, keys) -> dict[Family, UnitStatistics]:
+        """Each family's extremes; one streaming pass computes those not cached."""
+        out: dict[Family, UnitStatistics] = {}
+        for family in families:
+            cached = self.cache.load("extremes", keys[family])
+            if cached is not None:
+                out[family] = UnitStatistics(**cached)
+        missing = [f for f in families if f not in out]
+        if not missing:
+            return out
+        n_ext = self._n_extremes()
+        n_subset = min(max(k["subset"] for k in keys.values()), len(pool.source))
+        gen = torch.Generator().manual_seed(seed_from(self.config.seed, "subset"))
         subset = torch.randperm(len(pool.source), generator=gen)[:n_subset]
-        units = {}
-        for layer in cfg.model.layers:
-            for kind in cfg.units.kinds:
-                units[(layer, kind)] = (
-                    None if kind == "neuron" else dictionaries[(layer, kind)].encode
-                )
         search = ExemplarSearch(
-            params.n_extremes, pooling=cfg.units.pooling, subset=subset, device=self.device
-        ).fit(model, units, self._batches(pool, "exemplar search"))
-        if search.n_images_ < 2 * params.n_extremes:
+            n_ext, pooling=self.config.units.pooling, subset=subset, device=self.device,
+            cls_token=self.config.model_options.cls_token,
+        ).fit(model, {f: sources[f].encoder() for f in missing},
+              self._batches(pool, "exemplar search"))
+        if search.n_images_ < 2 * n_ext:
             raise ValueError(
-                f"{search.n_images_} readable images; the split needs at least "
-                f"{2 * params.n_extremes} ({params.n_extremes} per side)"
+                f"{search.n_images_} readable images; the methods need at least "
+                f"{2 * n_ext} ({n_ext} per side)"
             )
-        result = {}
-        for (layer, kind), ext in search.extremes_.items():
-            result[f"{layer}|{kind}"] = {
-                "top_values": ext.top_values_.cpu(),
-                "top_indices": ext.top_indices_.cpu(),
-                "bottom_values": ext.bottom_values_.cpu(),
-                "bottom_indices": ext.bottom_indices_.cpu(),
-                "subset_index": ext.subset_index_.cpu(),
-                "subset_scores": ext.subset_scores_.cpu(),
-            }
-        self.cache.save("exemplars", key, result)
-        return result
+        for family in missing:
+            ext = search.extremes_[family]
+            out[family] = UnitStatistics(
+                top_values=ext.top_values_.cpu(),
+                top_indices=ext.top_indices_.cpu(),
+                bottom_values=ext.bottom_values_.cpu(),
+                bottom_indices=ext.bottom_indices_.cpu(),
+                subset_index=ext.subset_index_.cpu(),
+                subset_scores=ext.subset_scores_.cpu(),
+            )
+            self.cache.save("extremes", keys[family], out[family].state())
+        return out
 
-    def _sample_units(self, search: dict) -> dict[tuple[str, str], list[int]]:
-        """Per layer, the same number of usable units of every kind, drawn with the seed."""
+    def _sample_units(self, families, statistics) -> dict[Family, list[int]]:
+        """Per layer, the same number of usable units of every source, drawn with a seed
+        from the layer's and the source's names."""
         cfg = self.config
-        n_ext = cfg.exemplars.split_params().n_extremes
-        chosen = {}
-        for li, layer in enumerate(cfg.model.layers):
-            usable = {}
-            for kind in cfg.units.kinds:
-                ext = _Extremes(search[f"{layer}|{kind}"])
-                usable[kind] = [u for u in range(ext.n_units) if is_usable(ext, u, n_ext)]
+        n_ext = self._n_extremes()
+        by_layer: dict[str, list[Family]] = {}
+        for family in families:
+            by_layer.setdefault(family[0], []).append(family)
+        chosen: dict[Family, list[int]] = {}
+        for layer, fams in by_layer.items():
+            usable = {
+                f: [u for u in range(statistics[f].n_units) if statistics[f].usable(u, n_ext)]
+                for f in fams
+            }
             n = min(cfg.units.per_layer, *(len(v) for v in usable.values()))
+            name = layer or "the model's output"
             if n == 0:
-                empty = [k for k, v in usable.items() if not v]
+                empty = [f[1] for f, v in usable.items() if not v]
                 raise ValueError(
-                    f"layer {layer!r}: no usable {', '.join(empty)} units (all extremes tied)"
+                    f"layer {name!r}: no usable {', '.join(empty)} units (all extremes tied)"
                 )
             if n < cfg.units.per_layer:
-                log.warning(
-                    "layer %s: only %d usable units per kind (asked %d)",
-                    layer,
-                    n,
-                    cfg.units.per_layer,
-                )
-            rng = np.random.default_rng([cfg.seed, li])
-            for kind in cfg.units.kinds:
-                chosen[(layer, kind)] = sorted(
-                    rng.choice(usable[kind], size=n, replace=False).tolist()
-                )
+                log.warning("layer %s: only %d usable units per source (asked %d)", name, n,
+                            cfg.units.per_layer)
+            for f in fams:
+                rng = np.random.default_rng(seed_from(cfg.seed, "units", *f))
+                chosen[f] = sorted(rng.choice(usable[f], size=n, replace=False).tolist())
         return chosen
 
-    def _importance(self, model, pool, base_key, dictionaries, units) -> dict:
+    def _importance(self, model, pool, base_key, sources, units) -> dict[Family, list[float]]:
         cfg = self.config
-        key = {**base_key, "units": sorted(f"{k[0]}|{k[1]}|{v}" for k, v in units.items())}
-        key.update(n_images=cfg.importance.n_images, dictionary=cfg.dictionary.model_dump())
-        cached = self.cache.load("importance", key)
-        if cached is not None:
-            return cached
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        todo = [f for f in units if sources[f].has_importance()]
+        out: dict[Family, list[float]] = {}
+        keys = {f: {**base_key, "family": list(f), "source": sources[f].checksum(),
+                    "units": units[f], "n_images": cfg.importance.n_images} for f in todo}
+        for f in todo:
+            cached = self.cache.load("importance", keys[f])
+            if cached is not None:
+                out[f] = cached["values"].tolist()
+        if all(f in out for f in todo):
+            return out
+        gen = torch.Generator().manual_seed(seed_from(cfg.seed, "importance"))
         pick = torch.randperm(len(pool.source), generator=gen)[: cfg.importance.n_images].tolist()
         x = torch.cat(
             [xb for _, xb in iter_batches(pool.source, pool.transform, indices=sorted(pick))]
         )
-        result = {}
-        for (layer, kind), chosen in tqdm(
-            units.items(), desc="importance", disable=None, leave=False
-        ):
-            est = dictionaries.get((layer, kind))
+        for f in tqdm([f for f in todo if f not in out], desc="importance", disable=None,
+                      leave=False):
+            source = sources[f]
             values = unit_importance(
-                model,
-                layer,
-                x,
-                chosen,
-                encoder=est.encode if est is not None else None,
-                dictionary=est.get_dictionary() if est is not None else None,
-                device=self.device,
+                model, f[0], x, units[f], encoder=source.encoder(),
+                dictionary=source.dictionary(), device=self.device,
+                cls_token=cfg.model_options.cls_token,
             )
-            result[f"{layer}|{kind}"] = values
-        self.cache.save("importance", key, result)
-        return result
+            self.cache.save("importance", keys[f], {"values": values})
+            out[f] = values.tolist()
+        return out
+
+    def _explain(self, method: Method, ctx: ExplainContext, units, stats_keys) -> dict:
+        """Unit id -> the method's roles for it; cached per family under the method's
+        revision and options, so another method's change does not recompute it."""
+        out: dict[str, dict] = {}
+        options = digest_of(method.config.model_dump(mode="json"))
+        for family, chosen in units.items():
+            refs = [self._unit_ref(family, u) for u in chosen]
+            key = {"stats": stats_keys[family], "method": method.id,
+                   "revision": method.revision, "options": options,
+                   "units": [r.id for r in refs], "display_size": self.config.images.display_size}
+            cached = self.cache.load(f"explain-{method.id}", key)
+            if cached is not None:
+                for digest, tensor in cached["images"].items():
+                    ctx.images[digest] = tensor.numpy().tobytes()
+                ctx.names.update(json.loads(cached["names"]))
+                out.update(json.loads(cached["explanations"]))
+                continue
+            before = set(ctx.images)
+            done = {}
+            for ref in refs:
+                rng = np.random.default_rng(seed_from(self.config.seed, method.id, ref.id, options))
+                roles = method.explain(ctx, ref, rng)
+                done[ref.id] = {role: [item.model_dump(mode="json") for item in items]
+                                for role, items in roles.items()}
+            used = {d for roles in done.values() for d in _digests(roles)}
+            images = {d: torch.frombuffer(bytearray(ctx.images[d]), dtype=torch.uint8)
+                      for d in sorted(used | (set(ctx.images) - before))}
+            names = {d: ctx.names[d] for d in images if d in ctx.names}
+            self.cache.save(f"explain-{method.id}", key, {
+                "explanations": json.dumps(done, sort_keys=True),
+                "images": images, "names": json.dumps(names, sort_keys=True)})
+            out.update(done)
+        return out
+
+    def _unit_ref(self, family: Family, index: int) -> UnitRef:
+        layer, source_id = family
+        name = layer if layer or SOURCES[source_id].fixed_layer is None else \
+            SOURCES[source_id].fixed_layer_name
+        return UnitRef(source=source_id, layer=layer, index=index,
+                       id=f"{name}/{source_id}/{index}")
 
     # -- output -------------------------------------------------------------------------
     def _params(self) -> dict:
         """The config without machine-specific paths (file names only), for the provenance."""
         params = self.config.model_dump(
-            mode="json", exclude={"output", "cache_dir", "device", "name"}
+            mode="json", include={"seed", "sources", "methods", "images", "units", "positions",
+                                  "importance"}
         )
-        if params["model"]["weights"]:
-            params["model"]["weights"] = Path(params["model"]["weights"]).name
+        model = self.config.model_options.model_dump(mode="json")
+        if model.get("weights"):
+            model["weights"] = Path(model["weights"]).name
+        params["model"] = model
         if params["images"]["source"] != "demo":
             params["images"]["source"] = Path(params["images"]["source"]).name
+        params["plugins"] = self.config.plugin_tables()
         return params
 
     def _render(self, pool: _Pool, index: int) -> bytes:
@@ -346,97 +403,71 @@ class StimulusBuilder:
             image = image.resize((size, size), resample)
         return encode_png(image)
 
-    def _manifest(self, pool, model_info, dictionaries, search, units, importance):
+    def _manifest(self, loaded, pool, sources, statistics, units, importance, explanations,
+                  ctx) -> StimulusManifest:
         cfg = self.config
-        params = cfg.exemplars.split_params()
-        digests: dict[int, str] = {}
-        images: dict[str, bytes] = {}
-
-        def png(index: int) -> str:
-            if index not in digests:
-                data = self._render(pool, index)
-                digests[index] = image_digest(data)
-                images[digests[index]] = data
-            return digests[index]
-
-        manifest_units = []
-        for li, layer in enumerate(cfg.model.layers):
-            for kind in cfg.units.kinds:
-                ext = _Extremes(search[f"{layer}|{kind}"])
-                for pos, unit in enumerate(units[(layer, kind)]):
-                    rng = np.random.default_rng([cfg.seed, li, KINDS.index(kind), unit])
-                    split = split_exemplars(
-                        ext.top_indices_[unit].numpy(),
-                        ext.bottom_indices_[unit].numpy(),
-                        params,
-                        rng,
-                        subset_index=ext.subset_index_.numpy(),
-                        subset_scores=ext.subset_scores_[:, unit].numpy(),
-                    )
-                    manifest_units.append(
-                        Unit(
-                            id=f"{layer}/{kind}/{unit}",
-                            kind=kind,
-                            layer=layer,
-                            covariates={
-                                "importance": _round(importance[f"{layer}|{kind}"][pos]),
-                                "unit_index": unit,
-                                "top_score": _round(ext.top_values_[unit, 0]),
-                                "bottom_score": _round(ext.bottom_values_[unit, 0]),
-                            },
-                            references=References(
-                                max=[png(i) for i in split.references_max],
-                                min=[png(i) for i in split.references_min],
-                            ),
-                            queries=[QueryPair(max=png(a), min=png(b)) for a, b in split.queries],
-                            catch=[QueryPair(max=png(a), min=png(b)) for a, b in split.catch],
-                        )
-                    )
+        entries = []
+        for family, chosen in units.items():
+            stats = statistics[family]
+            for pos, index in enumerate(chosen):
+                ref = self._unit_ref(family, index)
+                covariates: dict = {
+                    "unit_index": index,
+                    "top_score": _round(stats.top_values[index, 0]),
+                    "bottom_score": _round(stats.bottom_values[index, 0]),
+                }
+                if family in importance:
+                    covariates["importance"] = _round(importance[family][pos])
+                classes = loaded.classes or []
+                if SOURCES[family[1]].fixed_layer == "" and index < len(classes):
+                    covariates["class"] = classes[index]
+                entries.append(Entry(
+                    id=ref.id,
+                    type="unit",
+                    source=ref.source,
+                    layer=ref.id.split("/")[0],
+                    covariates=covariates,
+                    explanations={m: _roles(explanations[m][ref.id]) for m in cfg.methods},
+                ))
         provenance = {
             "generator": "stimuli.build",
             "package_version": _package_version(),
-            "model": model_info,
+            "model": loaded.info,
             "images": pool.description,
-            "layers": cfg.model.layers,
+            "layers": cfg.model_options.layers,
             "seed": cfg.seed,
             "params": self._params(),
+            "sources": {s: SOURCES[s].revision for s in cfg.sources},
+            "methods": {m: METHODS[m].revision for m in cfg.methods},
             "dictionaries": {
-                f"{layer}/{kind}": _quality(est)
-                for (layer, kind), est in sorted(dictionaries.items())
+                f"{layer}/{source_id}": source.quality()
+                for (layer, source_id), source in sorted(sources.items())
+                if source.needs_fit
             },
-            "image_names": {digests[i]: pool.source.name(i) for i in sorted(digests)},
+            "image_names": dict(sorted(ctx.names.items())),
         }
-        manifest = StimulusManifest(
-            schema_version=SCHEMA_VERSION,
-            name=cfg.name,
-            provenance=provenance,
-            units=manifest_units,
+        return StimulusManifest(
+            schema_version=SCHEMA_VERSION, name=cfg.name, provenance=provenance, entries=entries
         )
-        return manifest, images
 
 
-class _Extremes:
-    """A cached search result read back with :class:`RunningExtremes`' attribute names."""
+def _digests(roles: dict) -> set[str]:
+    """Image digests named in JSON roles (images, maps, both sides of pairs)."""
+    out: set[str] = set()
+    for items in roles.values():
+        for item in items:
+            for ref in (item["max"], item["min"]) if "max" in item else (item,):
+                out.add(ref["image"])
+                if ref.get("map"):
+                    out.add(ref["map"])
+    return out
 
-    def __init__(self, entry: dict):
-        self.top_values_ = entry["top_values"]
-        self.top_indices_ = entry["top_indices"]
-        self.bottom_values_ = entry["bottom_values"]
-        self.bottom_indices_ = entry["bottom_indices"]
-        self.subset_index_ = entry["subset_index"]
-        self.subset_scores_ = entry["subset_scores"]
-        self.n_units = self.top_values_.shape[0]
 
-
-def _quality(est: NMF | TopKSAE) -> dict:
-    dead = est.dead_components_ if isinstance(est, NMF) else est.dead_features_
+def _roles(roles: dict) -> dict:
+    """JSON roles as manifest items."""
     return {
-        "method": "nmf-hals" if isinstance(est, NMF) else "topk-sae",
-        "n_components": int(est.get_dictionary().shape[0]),
-        "relative_error": _round(est.relative_error_),
-        "explained_variance": _round(est.explained_variance_),
-        "dead": len(dead),
-        "checksum": hashlib.sha256(est.get_dictionary().cpu().numpy().tobytes()).hexdigest(),
+        role: [Pair.model_validate(i) if "max" in i else ImageRef.model_validate(i) for i in items]
+        for role, items in roles.items()
     }
 
 

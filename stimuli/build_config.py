@@ -1,50 +1,39 @@
-"""The build configuration: a TOML file validated by pydantic (see examples/demo-build.toml)."""
+"""The build configuration: a TOML file validated by pydantic (see configs/demo-build.toml).
+
+Besides its own tables, a build file has one table per listed unit source and explanation
+method, named by its id (``[nmf]``, ``[exemplars]``), validated by that plugin's ``Config``.
+Every problem, including a method that cannot explain a listed source, is reported at once,
+one line each.
+"""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from stimuli.exemplars import SplitParams
+from stimuli.methods.base import MethodConfig
+from stimuli.model_loaders import ModelConfig
+from stimuli.registry import METHODS, MODELS, SOURCES, load_plugins
+from stimuli.sources.base import SourceConfig
+
+
+class BuildConfigError(ValueError):
+    """A build file that cannot be read or does not validate; one line per problem."""
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelConfig(_Section):
-    """The model: the bundled demo CNN, a factory ``package.module:callable``, or an
-    architecture of torchvision / timm with a local weights file."""
-
-    source: Literal["demo", "factory", "torchvision", "timm"] = "demo"
-    layers: list[str] = Field(min_length=1)
-    data: Literal["auto", "fashion-mnist", "procedural"] = "auto"  # demo only
-    train_samples: int = Field(60000, ge=1)  # demo only
-    epochs: int = Field(2, ge=1)  # demo only
-    factory: str | None = None
-    arch: str | None = None
-    weights: Path | None = None
-
-    @model_validator(mode="after")
-    def _needs(self) -> ModelConfig:
-        if self.source == "factory" and not self.factory:
-            raise ValueError(
-                "model.source = 'factory' needs model.factory = 'package.module:callable'"
-            )
-        if self.source in ("torchvision", "timm") and not (self.arch and self.weights):
-            raise ValueError(f"model.source = {self.source!r} needs model.arch and model.weights")
-        return self
-
-
 class ImagesConfig(_Section):
-    """The image pool: "demo" (the demo model's held-out images) or a folder path."""
+    """The image pool: "demo" (the model's own held-out images) or a folder path."""
 
     source: str = "demo"
     limit: int | None = Field(None, ge=1)  # use the first `limit` images only
-    size: int = Field(28, ge=1)  # model input size
+    size: int = Field(28, ge=1)  # model input: shorter side resized, then a centre square
     mode: Literal["RGB", "L"] = "L"
     mean: list[float] = [0.5]
     std: list[float] = [0.5]
@@ -53,36 +42,15 @@ class ImagesConfig(_Section):
 
 
 class UnitsConfig(_Section):
-    kinds: list[Literal["neuron", "nmf", "sae"]] = ["neuron", "nmf", "sae"]
-    per_layer: int = Field(12, ge=1)  # units per kind and layer (matched across kinds)
+    per_layer: int = Field(12, ge=1)  # units per source and layer (matched across sources)
     pooling: Literal["mean", "max"] = "mean"
 
 
-class DictionaryConfig(_Section):
-    n_components: int = Field(32, ge=1)  # NMF and SAE dictionary size
-    sae_k: int = Field(4, ge=1)
-    sae_epochs: int = Field(20, ge=1)
-    nmf_max_iter: int = Field(200, ge=1)
-    fit_samples: int = Field(50000, ge=1)  # position vectors the dictionaries are fitted on
-    positions_per_image: int = Field(8, ge=1)
+class PositionsConfig(_Section):
+    """Position vectors sampled from each layer, on which dictionary sources are fitted."""
 
-
-class ExemplarsConfig(_Section):
-    n_buckets: int = Field(9, ge=1)
-    n_reference_batches: int = Field(1, ge=1)
-    n_query_batches: int = Field(10, ge=1)
-    catch: bool = True
-    hard_percentiles: tuple[float, float] | None = None
-    subset_size: int = Field(2000, ge=0)  # images whose scores are kept for hard queries
-
-    def split_params(self) -> SplitParams:
-        return SplitParams(
-            n_buckets=self.n_buckets,
-            n_reference_batches=self.n_reference_batches,
-            n_query_batches=self.n_query_batches,
-            catch=self.catch,
-            hard_percentiles=self.hard_percentiles,
-        )
+    fit_samples: int = Field(50000, ge=1)
+    per_image: int = Field(8, ge=1)
 
 
 class ImportanceConfig(_Section):
@@ -90,17 +58,112 @@ class ImportanceConfig(_Section):
 
 
 class BuildConfig(_Section):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     name: str = Field(min_length=1, max_length=200)
     output: Path  # relative paths are relative to the config file
     seed: int = 0
     device: str = "cpu"
     cache_dir: Path | None = None  # default: $ASSAY_CACHE or ~/.cache/assay
-    model: ModelConfig
+    sources: list[str] = Field(["neuron", "nmf", "sae"], min_length=1)
+    methods: list[str] = Field(["exemplars"], min_length=1)
+    model: dict[str, Any]
     images: ImagesConfig = ImagesConfig()
     units: UnitsConfig = UnitsConfig()
-    dictionary: DictionaryConfig = DictionaryConfig()
-    exemplars: ExemplarsConfig = ExemplarsConfig()
+    positions: PositionsConfig = PositionsConfig()
     importance: ImportanceConfig = ImportanceConfig()
+    _model: ModelConfig = PrivateAttr()
+    _plugins: dict[str, BaseModel] = PrivateAttr()
+
+    @property
+    def model_options(self) -> ModelConfig:
+        return self._model
+
+    def plugin_config(self, plugin_id: str) -> SourceConfig | MethodConfig:
+        """The validated ``[<id>]`` table of a listed source or method (defaults if absent)."""
+        return self._plugins[plugin_id]
+
+    def plugin_tables(self) -> dict[str, dict]:
+        """Every listed plugin's options, defaults filled (for the provenance)."""
+        return {k: v.model_dump(mode="json") for k, v in sorted(self._plugins.items())}
+
+
+def _lines(exc: ValidationError, prefix: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = ".".join([prefix, *(str(p) for p in err["loc"])]).strip(".") or "config"
+        out.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return out
+
+
+def validate_build(raw: dict[str, Any]) -> BuildConfig:
+    """Validate a parsed build file; raises BuildConfigError listing every problem."""
+    load_plugins()
+    problems: list[str] = []
+    own = set(BuildConfig.model_fields)
+    try:
+        config = BuildConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_lines(exc, ""))
+        config = None
+    sources = raw.get("sources", BuildConfig.model_fields["sources"].default)
+    methods = raw.get("methods", BuildConfig.model_fields["methods"].default)
+    sources = sources if isinstance(sources, list) else []
+    methods = methods if isinstance(methods, list) else []
+    for name, registry, kind in (("sources", SOURCES, "unit source"),
+                                 ("methods", METHODS, "explanation method")):
+        listed = sources if name == "sources" else methods
+        for i, plugin_id in enumerate(listed):
+            if plugin_id not in registry:
+                problems.append(f"{name}.{i}: {plugin_id!r} is not a {kind} "
+                                f"(known: {', '.join(sorted(registry))})")
+        if len(set(map(str, listed))) != len(listed):
+            problems.append(f"{name}: an id is listed twice")
+    plugins: dict[str, BaseModel] = {}
+    for plugin_id in [*sources, *methods]:
+        cls = SOURCES.get(plugin_id) or METHODS.get(plugin_id)
+        if cls is None:
+            continue
+        table = raw.get(plugin_id, {})
+        if not isinstance(table, dict):
+            problems.append(f"{plugin_id}: must be a table of {plugin_id}'s options")
+            continue
+        try:
+            plugins[plugin_id] = cls.Config.model_validate(table)
+        except ValidationError as exc:
+            problems.extend(_lines(exc, plugin_id))
+    for key in sorted(set(raw) - own - set(plugins)):
+        if key not in SOURCES and key not in METHODS:
+            problems.append(f"{key}: unknown setting (a table must be named after a listed "
+                            "source or method)")
+        elif key not in sources and key not in methods:
+            problems.append(f"{key}: options of {key!r}, which is not listed in "
+                            f"{'sources' if key in SOURCES else 'methods'}")
+    for source_id in sources:
+        for method_id in methods:
+            if source_id in SOURCES and method_id in plugins:
+                method = METHODS[method_id](plugins[method_id])
+                why = method.unsupported(SOURCES[source_id])
+                if why:
+                    problems.append(f"methods: {method_id!r} cannot explain {source_id!r} "
+                                    f"units: {why}")
+    model_raw = raw.get("model")
+    model = None
+    if isinstance(model_raw, dict):
+        source = model_raw.get("source", "demo")
+        if source not in MODELS:
+            problems.append(f"model.source: {source!r} is not a model source "
+                            f"(known: {', '.join(sorted(MODELS))})")
+        else:
+            try:
+                model = MODELS[source].Config.model_validate({"source": source, **model_raw})
+            except ValidationError as exc:
+                problems.extend(_lines(exc, "model"))
+    if problems or config is None or model is None:
+        raise BuildConfigError("\n".join(dict.fromkeys(problems)) or "model: a table is needed")
+    config._model = model
+    config._plugins = plugins
+    return config
 
 
 def load_build_config(path: Path) -> BuildConfig:
@@ -109,27 +172,23 @@ def load_build_config(path: Path) -> BuildConfig:
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"cannot read build config {path}: {exc}") from None
-    try:
-        config = BuildConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ValueError(f"{path}: {where}: {first['msg']}") from None
+        raise BuildConfigError(f"cannot read build config {path}: {exc}") from None
     base = path.resolve().parent
 
-    def resolve(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
+    def resolve(p: Any) -> Any:
+        return p if not isinstance(p, str) or Path(p).is_absolute() else str(base / p)
 
-    updates = {"output": resolve(config.output)}
-    if config.cache_dir is not None:
-        updates["cache_dir"] = resolve(config.cache_dir)
-    if config.model.weights is not None and not config.model.weights.is_absolute():
-        updates["model"] = config.model.model_copy(
-            update={"weights": resolve(config.model.weights)}
-        )
-    if config.images.source != "demo" and not Path(config.images.source).is_absolute():
-        updates["images"] = config.images.model_copy(
-            update={"source": str(base / config.images.source)}
-        )
-    return config.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    for key in ("output", "cache_dir"):
+        if key in raw:
+            raw[key] = resolve(raw[key])
+    if isinstance(raw.get("model"), dict) and "weights" in raw["model"]:
+        raw["model"]["weights"] = resolve(raw["model"]["weights"])
+    images = raw.get("images")
+    if isinstance(images, dict) and images.get("source", "demo") != "demo":
+        images["source"] = resolve(images["source"])
+    try:
+        return validate_build(raw)
+    except BuildConfigError as exc:
+        lines = str(exc).splitlines()
+        raise BuildConfigError("\n".join([f"{path}: invalid build config", *(
+            "  " + line for line in lines)])) from None

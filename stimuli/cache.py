@@ -1,7 +1,9 @@
 """A content-keyed cache of finished work (trained models, activations, fitted dictionaries).
 
 Entries are files named by the SHA-256 of a JSON description of their inputs, so a changed
-input is a new key and a second run reuses what a first run finished. Writes are atomic.
+input is a new key and a second run reuses what a first run finished. The inputs carry the
+revision of the code that computes the entry (a source's or a method's ``revision``), so a
+changed method recomputes its own work and reuses everyone else's. Writes are atomic.
 """
 
 from __future__ import annotations
@@ -24,15 +26,24 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "assay"
 
 
-# Bump when a cached stage's code changes what it computes, so old results are not reused.
-CODE_REVISION = 2
+def digest_of(value: Any) -> str:
+    """SHA-256 of ``value`` as JSON with sorted keys (configs, cache inputs)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def seed_from(*names: Any) -> int:
+    """A 63-bit seed from names (base seed, method id, unit id, config digest...).
+
+    Seeds come from names, never from positions in a list, so adding a method or a unit
+    leaves every other seed, and so every other image choice, unchanged.
+    """
+    blob = "\x1f".join(str(n) for n in names).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big") >> 1
 
 
 def cache_key(kind: str, inputs: dict[str, Any]) -> str:
     """A file name for ``kind`` keyed by the SHA-256 of ``inputs`` (JSON, sorted keys)."""
-    keyed = {**inputs, "code_revision": CODE_REVISION}
-    blob = json.dumps(keyed, sort_keys=True, default=str).encode()
-    return f"{kind}-{hashlib.sha256(blob).hexdigest()[:24]}.pt"
+    return f"{kind}-{digest_of(inputs)[:24]}.pt"
 
 
 class TensorCache:

@@ -4,6 +4,13 @@
  * (GET /api/state) and builds the jsPsych timeline from there: consent, instructions,
  * preload, practice loop, main trials, questionnaire, debrief, finish.
  *
+ * Paradigm-blind: the page also loads the session's paradigm script
+ * (static/js/paradigms/<id>.js), which registers `window.AssayParadigms[id]` =
+ * {plugin, images(view), params(view, options), isCorrect(answer, key)}. Its jsPsych plugin
+ * takes `trial_index`, `response_lock_ms`, `progress_text`, `correct` (the key, or null: no
+ * feedback) and `on_response`, which it calls with {trial_index, answer, rt_ms,
+ * presented_at, responded_at, events} the moment the participant answers.
+ *
  * Every answer goes through an outbox kept in localStorage (per token) and sent in order in
  * the background, retried with exponential backoff while offline or while the server fails,
  * so the participant never waits for the network. A journal of this browser's answers
@@ -14,7 +21,7 @@
  * loaded before this file as `window.AssayNet`.
  */
 /* global initJsPsych, jsPsychModule, jsPsychHtmlButtonResponse, jsPsychSurveyHtmlForm,
-   jsPsychPreload, jsPsych2afc */
+   jsPsychPreload */
 (function () {
   "use strict";
 
@@ -84,7 +91,7 @@
   // --- where to resume ---------------------------------------------------------------------
 
   /** The practice attempts and main trials still to do, from server state and journal. */
-  function resumePoint(state, outbox) {
+  function resumePoint(state, outbox, paradigm) {
     const answered = (t) => t.stored || outbox.answered(t.index);
     const maxAttempts = state.practice.max_attempts;
     const attempts = [];
@@ -100,7 +107,8 @@
       if (a < server.practice_attempt) return false; // the server saw this attempt fail
       return attempts[a - 1].every((t) => {
         const mine = outbox.answer(t.index);
-        return mine === null ? true : mine.choice === t.correct; // unknown: trust the server
+        if (mine === null) return true; // unknown: trust the server
+        return paradigm.isCorrect(mine.answer || mine, t.correct); // (older pages: top level)
       });
     };
     let start = null;
@@ -124,7 +132,9 @@
   // --- the timeline ------------------------------------------------------------------------
 
   function buildTimeline(jsPsych, state, outbox, token) {
-    const opts = state.two_afc;
+    const opts = state.paradigm;
+    const paradigm = window.AssayParadigms && window.AssayParadigms[opts.id];
+    if (!paradigm) throw new Error("this page has no plugin for the paradigm " + opts.id);
     const timeline = [];
     const flags = { declined: false, practiceShown: false };
     const button = (stimulus, choices, extra) =>
@@ -199,22 +209,16 @@
     return timeline;
 
     function trialNode(t, progressText) {
-      return {
-        type: jsPsych2afc,
+      return Object.assign(paradigm.params(t.view, opts), {
+        type: paradigm.plugin,
         trial_index: t.index,
-        ref_max: t.ref_max,
-        ref_min: t.ref_min,
-        query_a: t.query_a,
-        query_b: t.query_b,
-        max_side: opts.max_side,
         response_lock_ms: opts.response_lock_ms,
         progress_text: progressText,
         correct: t.correct === undefined ? null : t.correct,
         on_response: (data) => {
           outbox.addTrial({
             trial_index: data.trial_index,
-            choice: data.choice,
-            confidence: data.confidence,
+            answer: data.answer,
             rt_ms: data.rt_ms,
             presented_at: data.presented_at,
             responded_at: data.responded_at,
@@ -222,18 +226,18 @@
           });
         },
         data: { phase: t.phase, attempt: t.attempt, block: t.block },
-      };
+      });
     }
 
     function addTrials(nodes) {
-      const resume = resumePoint(state, outbox);
+      const resume = resumePoint(state, outbox, paradigm);
       const todo = [];
       if (!resume.done) {
         resume.attempts.slice(resume.start - 1).forEach((ts) => todo.push(...ts));
       }
       resume.main.filter((t) => !resume.answered(t)).forEach((t) => todo.push(t));
       const images = new Set();
-      todo.forEach((t) => [...t.ref_max, ...t.ref_min, t.query_a, t.query_b].forEach((u) => images.add(u)));
+      todo.forEach((t) => paradigm.images(t.view).forEach((u) => images.add(u)));
       if (images.size > 0) {
         nodes.push({
           type: jsPsychPreload,

@@ -1,4 +1,5 @@
-/* Assay's jsPsych 8 plugin for the 2AFC exemplar trial (Borowski et al. 2021).
+/* Assay's jsPsych 8 plugin for the 2AFC exemplar trial (Borowski et al. 2021), and its
+ * registration as the browser side of the `2afc_exemplar` paradigm (see study.js).
  *
  * Minimally activating references on one side, maximally activating ones on the other, two
  * query images (A, B) in the middle; six buttons (choice x confidence) that unlock after
@@ -38,17 +39,16 @@ var jsPsych2afc = (function (jspsych) {
       progress_text: { type: P.STRING, default: null },
       /** Correct answer ("a" or "b"); when given, feedback is shown after the response. */
       correct: { type: P.STRING, default: null },
-      /** Called with the trial data the moment the participant responds. */
+      /** Called with {trial_index, answer, rt_ms, presented_at, responded_at, events} the
+       * moment the participant responds. */
       on_response: { type: P.FUNCTION, default: null },
       /** Label of the button that ends the feedback screen. */
       continue_label: { type: P.STRING, default: "Continue" },
     },
     data: {
       trial_index: { type: P.INT },
-      /** "a" or "b". */
-      choice: { type: P.STRING },
-      /** 1 (unsure), 2 (sure) or 3 (very sure). */
-      confidence: { type: P.INT },
+      /** {choice: "a" or "b", confidence: 1 (unsure), 2 (sure) or 3 (very sure)}. */
+      answer: { type: P.OBJECT },
       /** Response time in ms from image onset, performance.now() resolution. */
       rt_ms: { type: P.FLOAT },
       /** ISO 8601 wall-clock time of image onset and of the response. */
@@ -204,8 +204,10 @@ var jsPsych2afc = (function (jspsych) {
         const now = performance.now();
         data = {
           trial_index: trial.trial_index,
-          choice: button.dataset.choice,
-          confidence: Number(button.dataset.confidence),
+          answer: {
+            choice: button.dataset.choice,
+            confidence: Number(button.dataset.confidence),
+          },
           rt_ms: Math.round((now - t0) * 10) / 10,
           presented_at: presentedAt,
           responded_at: new Date().toISOString(),
@@ -214,7 +216,7 @@ var jsPsych2afc = (function (jspsych) {
         buttonEls.forEach((b) => (b.disabled = true));
         button.classList.add("afc-chosen");
         if (trial.correct === "a" || trial.correct === "b") {
-          data.answered_correctly = data.choice === trial.correct;
+          data.answered_correctly = data.answer.choice === trial.correct;
         }
         if (typeof trial.on_response === "function") trial.on_response(data);
         if (data.answered_correctly === undefined) {
@@ -234,7 +236,7 @@ var jsPsych2afc = (function (jspsych) {
         const right = data.answered_correctly;
         root.classList.add("afc-feedback", right ? "afc-right" : "afc-wrong");
         figures[trial.correct].classList.add("afc-target");
-        figures[data.choice].classList.add("afc-picked");
+        figures[data.answer.choice].classList.add("afc-picked");
         const box = el("div", "afc-feedback-box");
         box.setAttribute("role", "status");
         box.appendChild(
@@ -282,3 +284,20 @@ var jsPsych2afc = (function (jspsych) {
 
   return TwoAFCPlugin;
 })(jsPsychModule);
+
+window.AssayParadigms = window.AssayParadigms || {};
+window.AssayParadigms["2afc_exemplar"] = {
+  plugin: jsPsych2afc,
+  /** Every image URL of a trial's view, for preloading. */
+  images: (view) => [...view.ref_max, ...view.ref_min, view.query_a, view.query_b],
+  /** The plugin's own parameters from a trial's view and the study's options. */
+  params: (view, options) => ({
+    ref_max: view.ref_max,
+    ref_min: view.ref_min,
+    query_a: view.query_a,
+    query_b: view.query_b,
+    max_side: options.max_side,
+  }),
+  /** Whether an answer matches a trial's key (practice feedback and its repetition). */
+  isCorrect: (answer, key) => answer.choice === key,
+};

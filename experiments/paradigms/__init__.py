@@ -1,0 +1,13 @@
+"""The paradigm registry: a plain dict filled here. Adding a paradigm is one module in this
+folder, one line below, and its jsPsych plugin in server/static/js/paradigms/."""
+
+from __future__ import annotations
+
+from experiments.paradigms.base import Paradigm
+from experiments.paradigms.intruder import Intruder
+from experiments.paradigms.two_afc import TwoAFC
+
+PARADIGMS: dict[str, Paradigm] = {
+    "2afc_exemplar": TwoAFC(),
+    "intruder": Intruder(),
+}

@@ -1,0 +1,327 @@
+"""What a paradigm is: the contract every task plugin (2AFC, intruder detection, ...) fulfils.
+
+A paradigm owns its options (the study file's ``[paradigm]`` table, told apart by ``id``),
+the roles it needs from the stimulus manifest, its feasibility check, cells, trial plan, the
+view the browser receives, the answer it accepts and its scoring, its export columns, a
+simulated participant's answer, its jsPsych plugin and, optionally, a section of the report.
+Everything here is a pure function of (study spec, manifest, cell, numpy Generator): no
+Flask, no database.
+
+A plan is a list of :class:`Trial`. Trial indices: practice attempt ``a`` (1-based) of item
+``j`` has index ``(a-1)*P + j``, so repeated practice blocks never collide; main and catch
+trials follow from ``P * max_attempts``. :func:`arrange` builds that structure for any
+paradigm from per-unit items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from pydantic import BaseModel, ConfigDict, Field
+
+from stimuli.stimulus_set import Entry, StimulusManifest
+
+if TYPE_CHECKING:
+    from experiments.study import Condition, StudySpec
+
+TrialKind = Literal["practice", "main", "catch"]
+ImageFeatures = Callable[[str], np.ndarray]  # image URL -> a feature vector (mean RGB)
+
+
+class PlanError(ValueError):
+    """The stimulus set cannot supply what the study asks for."""
+
+
+class ParadigmOptions(BaseModel):
+    """Options every paradigm has; a paradigm's own ``Options`` adds to them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    response_lock_ms: int = Field(default=1500, ge=0, le=60_000)
+    feedback: bool = False  # feedback on main trials too (practice always has it)
+    progress: bool = True
+
+
+class Answer(BaseModel):
+    """What the browser sends for one trial; a paradigm's own ``Answer`` says what."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One planned trial. ``stimuli`` is what the paradigm shows (image digests and the
+    like), ``key`` what it scores an answer against; both are stored with the session."""
+
+    index: int
+    kind: TrialKind
+    block: int  # 0 for practice, 1.. for main blocks
+    attempt: int  # practice attempt (1-based); 1 for main and catch trials
+    unit_id: str
+    source: str
+    layer: str
+    stimuli: dict[str, Any]
+    key: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """An assignment cell: a between-subject condition and a within-subject block order."""
+
+    condition: str
+    block_order: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return self.condition + ("|" + ",".join(self.block_order) if self.block_order else "")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A paradigm's own part of the report: paragraphs, tables and figures, in that order."""
+
+    title: str
+    paragraphs: tuple[str, ...] = ()
+    tables: tuple[tuple[str, pd.DataFrame], ...] = ()
+    figures: tuple[tuple[str, Figure], ...] = ()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One trial's content before it is placed: what is shown and the answer key."""
+
+    stimuli: dict[str, Any]
+    key: Any
+
+
+class Paradigm:
+    """Base class of paradigm plugins; subclasses set the class attributes and implement the
+    methods that raise NotImplementedError."""
+
+    id: ClassVar[str]
+    Options: ClassVar[type[ParadigmOptions]]
+    Answer: ClassVar[type[Answer]]
+    description: ClassVar[str] = ""
+    # role -> required; a condition maps each role to a method of the manifest (or "none")
+    roles: ClassVar[dict[str, bool]]
+    plugin: ClassVar[str]  # its jsPsych plugin: server/static/js/paradigms/<plugin>
+    export_columns: ClassVar[tuple[str, ...]]  # from export_row, after the common columns
+
+    # -- launching ------------------------------------------------------------------------
+    def check_feasible(self, spec: StudySpec, manifest: StimulusManifest) -> None:
+        """Raise PlanError naming the shortfall, before anything is launched."""
+        raise NotImplementedError
+
+    def cells(self, spec: StudySpec, manifest: StimulusManifest) -> list[Cell]:
+        """All cells in a fixed order; block orders are the rotations of a Latin square."""
+        out = []
+        for condition in spec.conditions:
+            values = block_values(spec, condition_entries(spec, manifest, condition))
+            orders = [tuple(values[i:] + values[:i]) for i in range(len(values))] or [()]
+            out.extend(Cell(condition.name, order) for order in orders)
+        return out
+
+    def plan(self, spec: StudySpec, manifest: StimulusManifest, cell: Cell,
+             rng: np.random.Generator) -> list[Trial]:
+        """Every trial a participant in ``cell`` may see: practice attempts, main, catch."""
+        raise NotImplementedError
+
+    # -- running ------------------------------------------------------------------------
+    def view(self, trial: dict[str, Any], image_url: Callable[[str], str]) -> dict[str, Any]:
+        """What the browser's plugin needs to show a stored trial (never its key)."""
+        raise NotImplementedError
+
+    def score(self, key: Any, answer: Answer) -> float:
+        """1.0 for a correct answer, 0.0 for a wrong one."""
+        raise NotImplementedError
+
+    def chance(self, options: ParadigmOptions) -> float:
+        """The proportion correct of a participant who guesses."""
+        raise NotImplementedError
+
+    # -- data ---------------------------------------------------------------------------
+    def export_row(self, trial: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        """The paradigm's columns (``export_columns``) of one stored trial."""
+        raise NotImplementedError
+
+    def simulate(self, view: dict[str, Any], options: ParadigmOptions, rng: np.random.Generator,
+                 skill: float, features: ImageFeatures) -> dict[str, Any]:
+        """A simulated participant's answer: a noisy observer of the images' ``features``,
+        so that its accuracy depends on the stimuli as a person's would."""
+        raise NotImplementedError
+
+    def report_sections(self, trials: pd.DataFrame) -> list[Section]:
+        """Extra report sections from the flagged trial table (none by default)."""
+        return []
+
+
+# -- helpers shared by paradigms ---------------------------------------------------------
+def condition_of(spec: StudySpec, name: str) -> Condition:
+    return next(c for c in spec.conditions if c.name == name)
+
+
+def condition_entries(spec: StudySpec, manifest: StimulusManifest,
+                      condition: Condition) -> list[Entry]:
+    """The unit entries a condition shows: its sources, with every role it needs present."""
+    needed = [
+        (method, role) for role, required in spec.paradigm_class.roles.items()
+        if required and (method := condition.method_for(role)) is not None
+    ]
+    return [
+        e for e in manifest.entries
+        if e.type == "unit" and e.source in condition.source
+        and all(e.role(method, role) for method, role in needed)
+    ]
+
+
+def block_values(spec: StudySpec, entries: list[Entry]) -> list[str]:
+    if spec.trials.block_by is None:
+        return []
+    return sorted({getattr(e, spec.trials.block_by) for e in entries})
+
+
+def check_roles(spec: StudySpec, manifest: StimulusManifest) -> None:
+    """Each condition's sources exist, and every role it maps is in the manifest."""
+    paradigm = spec.paradigm_class
+    methods = manifest.methods()
+    for condition in spec.conditions:
+        units = [e for e in manifest.entries if e.type == "unit" and e.source in condition.source]
+        if not units:
+            present = sorted({e.source for e in manifest.entries})
+            raise PlanError(
+                f"condition {condition.name!r}: the stimulus set has no units of source "
+                f"{', '.join(condition.source)} (it has {', '.join(present)})"
+            )
+        for role, required in paradigm.roles.items():
+            method = condition.method_for(role)
+            if method is None:
+                if required:
+                    raise PlanError(f"condition {condition.name!r}: the {paradigm.id} paradigm "
+                                    f"needs the role {role!r}; it cannot be 'none'")
+                continue
+            if method not in methods:
+                raise PlanError(f"condition {condition.name!r}: role {role!r} asks for method "
+                                f"{method!r}, which the stimulus set does not have "
+                                f"(it has {', '.join(sorted(methods))})")
+            if not any(e.role(method, role) for e in units):
+                raise PlanError(f"condition {condition.name!r}: no unit has {method} "
+                                f"{role!r} images")
+        if not condition_entries(spec, manifest, condition):
+            raise PlanError(f"condition {condition.name!r}: no unit has every role it needs")
+
+
+@dataclass
+class Arrangement:
+    """Items per unit for :func:`arrange`: ``items(entry)`` the main items of a unit, in the
+    order they should be used; ``catch(entry, n)`` its n-th catch item, or None when it has
+    none."""
+
+    items: Callable[[Entry], list[Item]]
+    catch: Callable[[Entry, int], Item | None]
+    cache: dict[str, list[Item]] = field(default_factory=dict)
+
+    def of(self, entry: Entry) -> list[Item]:
+        if entry.id not in self.cache:
+            self.cache[entry.id] = self.items(entry)
+        return self.cache[entry.id]
+
+
+def n_catch(spec: StudySpec) -> int:
+    return round(spec.trials.catch_rate * spec.trials.main)
+
+
+def available_items(spec: StudySpec, manifest: StimulusManifest, condition: Condition,
+                    arrangement: Arrangement) -> int:
+    """Main items the condition's units can supply after practice."""
+    entries = condition_entries(spec, manifest, condition)
+    return sum(len(arrangement.of(e)) for e in entries) - spec.practice.trials
+
+
+def arrange(spec: StudySpec, manifest: StimulusManifest, cell: Cell, rng: np.random.Generator,
+            arrangement: Arrangement) -> list[Trial]:
+    """Practice attempts, then main and catch trials in blocks, from per-unit items.
+
+    Units are shuffled; practice takes each of the first P units' last item (round-robin if
+    fewer units); main trials go round-robin over units so that each appears as evenly as
+    the set allows; with ``block_by`` each block holds one value's units in the cell's order,
+    else trials are shuffled into ``trials.blocks`` blocks; catch trials are spread over the
+    blocks, each from a unit of its block.
+    """
+    condition = condition_of(spec, cell.condition)
+    entries = condition_entries(spec, manifest, condition)
+    order = rng.permutation(len(entries))
+    units = [entries[i] for i in order]
+
+    n_practice = spec.practice.trials
+    practice_pairs = [(units[j % len(units)], j // len(units)) for j in range(n_practice)]
+    used = {(u.id, len(arrangement.of(u)) - 1 - r) for u, r in practice_pairs}
+    practice = [(u, arrangement.of(u)[len(arrangement.of(u)) - 1 - r]) for u, r in practice_pairs]
+
+    pool: list[tuple[Entry, Item]] = []
+    for depth in range(max(len(arrangement.of(u)) for u in units)):
+        for u in units:
+            items = arrangement.of(u)
+            if depth < len(items) and (u.id, depth) not in used:
+                pool.append((u, items[depth]))
+    n_main = spec.trials.main
+    values = list(cell.block_order)
+    if values:
+        attr = spec.trials.block_by
+        per_block = [n_main // len(values) + (i < n_main % len(values)) for i in range(len(values))]
+        blocks = []
+        for value, n in zip(values, per_block, strict=True):
+            chosen = [(u, it) for u, it in pool if getattr(u, attr) == value][:n]
+            if len(chosen) < n:
+                raise PlanError(f"block {value!r}: only {len(chosen)} items for {n} trials")
+            blocks.append(chosen)
+    else:
+        chosen = pool[:n_main]
+        if len(chosen) < n_main:
+            raise PlanError(f"only {len(chosen)} items for {n_main} main trials")
+        bounds = np.linspace(0, n_main, spec.trials.blocks + 1).round().astype(int)
+        shuffled = [chosen[i] for i in rng.permutation(len(chosen))]
+        blocks = [shuffled[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    catch_block = rng.integers(len(blocks), size=n_catch(spec))
+    trials: list[Trial] = []
+
+    def make(index: int, kind: TrialKind, block: int, attempt: int, unit: Entry,
+             item: Item) -> Trial:
+        return Trial(index=index, kind=kind, block=block, attempt=attempt, unit_id=unit.id,
+                     source=unit.source, layer=unit.layer, stimuli=item.stimuli, key=item.key)
+
+    for attempt in range(1, spec.practice.max_attempts + 1):
+        for j, (unit, item) in enumerate(practice):
+            trials.append(make((attempt - 1) * n_practice + j, "practice", 0, attempt, unit, item))
+    index = n_practice * spec.practice.max_attempts
+    with_catch = [u for u in units if arrangement.catch(u, 0) is not None]
+    for b, block in enumerate(blocks, start=1):
+        placed: list[tuple[TrialKind, Entry, Item]] = [("main", u, it) for u, it in block]
+        block_units = {u.id for u, _ in block}
+        catch_units = [u for u in with_catch if u.id in block_units] or with_catch
+        for n, _ in enumerate(np.flatnonzero(catch_block == b - 1)):
+            unit = catch_units[n % len(catch_units)]
+            item = arrangement.catch(unit, n // len(catch_units))
+            if item is not None:
+                placed.append(("catch", unit, item))
+        for i in rng.permutation(len(placed)):
+            kind, unit, item = placed[i]
+            trials.append(make(index, kind, b, 1, unit, item))
+            index += 1
+    return trials
+
+
+def merged_options(options: ParadigmOptions, overrides: Mapping[str, Any]) -> ParadigmOptions:
+    """A condition's options: the study's, with the condition's overrides validated."""
+    if not overrides:
+        return options
+    return type(options).model_validate({**options.model_dump(), **overrides})

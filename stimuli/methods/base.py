@@ -1,0 +1,65 @@
+"""How a unit is shown: an explanation method turns units into the images of its roles.
+
+A method is a small class with an ``id``, a ``revision`` (bump it when its output changes:
+its cached work is recomputed, every other method's reused), its own pydantic ``Config``
+(the build file's ``[<id>]`` table) and the ``roles`` it writes (``max_refs``: images,
+``queries``: pairs, ...). ``explain`` gets one unit at a time with a random generator seeded
+from names (the build seed, the method's id, the unit's id and the config's digest), so its
+output does not depend on which other units or methods a build holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from stimuli.stimulus_set import ImageRef, Pair
+
+if TYPE_CHECKING:
+    from stimuli.explain_context import ExplainContext
+    from stimuli.sources.base import UnitSource
+
+RoleKind = Literal["images", "pairs"]
+Explanation = dict[str, list[ImageRef] | list[Pair]]  # role -> items
+
+
+class MethodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class UnitRef:
+    """A unit to explain: its source and layer, and its index among the source's units."""
+
+    source: str
+    layer: str  # the layer hooked ("" = the model's output)
+    index: int
+    id: str  # the manifest entry id
+
+
+class Method:
+    """Base class: subclasses set the class attributes and implement :meth:`explain`."""
+
+    id: ClassVar[str]
+    revision: ClassVar[int]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    description: ClassVar[str] = ""
+    roles: ClassVar[dict[str, RoleKind]]
+
+    def __init__(self, config: MethodConfig):
+        self.config = config
+
+    def unsupported(self, source: type[UnitSource]) -> str | None:
+        """Why this method cannot explain the source's units, or None when it can."""
+        return None
+
+    def n_extremes(self) -> int:
+        """Natural extremes per unit (most and least activating images) it needs."""
+        return 0
+
+    def explain(self, ctx: ExplainContext, unit: UnitRef, rng: np.random.Generator) -> Explanation:
+        """The items of every role in ``roles`` for one unit."""
+        raise NotImplementedError
