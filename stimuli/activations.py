@@ -4,6 +4,8 @@ running extremes per unit.
 Nothing here holds a dataset's activation tensor: batches are reduced as they stream (to a
 bounded sample of position vectors, or to running top-k / bottom-k scores per unit).
 Letters: N images (B in a batch), C channels, H, W spatial, M position vectors, U units.
+Everything here takes channels-first maps as :class:`~stimuli.models.LayerCapture` gives
+them: (N, C, H, W), (N, C), and transformer tokens (N, T, C) as (N, C, T', 1).
 """
 
 from __future__ import annotations
@@ -23,10 +25,20 @@ POOLINGS = ("mean", "max")
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # (M, C) -> (M, K)
 
 
+def _check_channels_first(acts: torch.Tensor) -> None:
+    if acts.ndim not in (2, 4):
+        raise ValueError(
+            f"expected activations (N, C) or (N, C, H, W), got shape {tuple(acts.shape)}; "
+            "tokens (N, T, C) are read through LayerCapture, which gives (N, C, T', 1)"
+        )
+
+
 def pool(acts: torch.Tensor, how: str = "mean") -> torch.Tensor:
-    """Spatial pooling: (N, C, H, W) -> (N, C); (N, C) and (N, T, C) tokens are handled too."""
+    """Spatial pooling: (N, C, H, W) -> (N, C), so over tokens for (N, C, T', 1); (N, C) is
+    returned as it is."""
     if how not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {how!r}")
+    _check_channels_first(acts)
     if acts.ndim == 2:
         return acts
     flat = acts.flatten(2)  # N, C, H*W (much faster than reducing over two dims on CPU)
@@ -34,13 +46,11 @@ def pool(acts: torch.Tensor, how: str = "mean") -> torch.Tensor:
 
 
 def to_positions(acts: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N*H*W, C) position vectors; (N, C) is returned as it is."""
+    """(N, C, H, W) -> (N*H*W, C) position vectors (one per token for (N, C, T', 1));
+    (N, C) is returned as it is."""
+    _check_channels_first(acts)
     if acts.ndim == 2:
         return acts
-    if acts.ndim != 4:
-        raise ValueError(
-            f"expected activations (N, C) or (N, C, H, W), got shape {tuple(acts.shape)}"
-        )
     n, c, h, w = acts.shape
     return acts.permute(0, 2, 3, 1).reshape(n * h * w, c)  # N*H*W, C
 
@@ -71,8 +81,10 @@ def sample_positions(
     max_samples: int,
     generator: torch.Generator,
     device: str | torch.device = "cpu",
+    cls_token: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Up to ``max_samples`` position vectors per layer, ``per_image`` random ones per image.
+    """Up to ``max_samples`` position vectors per layer, ``per_image`` random ones per image
+    (a position is a spatial place, or a token; the CLS token only if ``cls_token``).
 
     Returns {layer: float32 (M, C)} on the CPU. Memory is bounded by ``max_samples``.
     """
@@ -80,7 +92,7 @@ def sample_positions(
         raise ValueError("per_image and max_samples must be positive")
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     count = 0
-    with LayerCapture(model, layers) as cap:
+    with LayerCapture(model, layers, cls_token=cls_token) as cap:
         for _, x in batches:
             model(x.to(device))
             take = 0

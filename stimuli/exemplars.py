@@ -38,11 +38,13 @@ class ExemplarSearch:
         pooling: str = "mean",
         subset: torch.Tensor | None = None,
         device: str | torch.device = "cpu",
+        cls_token: bool = True,  # token layers: whether token 0 (CLS) counts as a position
     ):
         self.n_extremes = n_extremes
         self.pooling = pooling
         self.subset = subset
         self.device = device
+        self.cls_token = cls_token
 
     @torch.no_grad()
     def fit(
@@ -60,7 +62,7 @@ class ExemplarSearch:
         self.extremes_ = {
             key: RunningExtremes(self.n_extremes, subset=self.subset) for key in units
         }
-        with LayerCapture(model, layers) as cap:
+        with LayerCapture(model, layers, cls_token=self.cls_token) as cap:
             for index, x in batches:
                 model(x.to(self.device))
                 for key, encoder in units.items():

@@ -101,9 +101,37 @@ class ArrayImages:
 ImageSource = ImageFolder | ArrayImages
 
 
+def center_square(
+    image: Image.Image,
+    size: int | None,
+    resample: Image.Resampling = Image.Resampling.BILINEAR,
+) -> Image.Image:
+    """The centred square of ``image``, ``size`` x ``size``: the shorter side resized to
+    ``size``, then the longer one cropped evenly, as torchvision's Resize(size) followed by
+    CenterCrop(size). ``size=None`` crops the square at the image's own resolution.
+
+    One function for the model's input and for the PNG a participant sees, so that both show
+    the same part of the image, undistorted.
+    """
+    if size is not None and size < 1:
+        raise ValueError(f"size must be positive, not {size}")
+    w, h = image.size
+    short = min(w, h)
+    if size is not None and short != size:
+        # the longer side as torchvision computes it: int(size * long / short)
+        w, h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+        image = image.resize((w, h), resample)
+    side = min(w, h)
+    left, top = int(round((w - side) / 2.0)), int(round((h - side) / 2.0))
+    if (w, h) == (side, side):
+        return image
+    return image.crop((left, top, left + side, top + side))
+
+
 @dataclass(frozen=True)
 class ImageTransform:
-    """PIL image -> float32 tensor (C, size, size): convert, resize, scale to [0, 1], normalize."""
+    """PIL image -> float32 tensor (C, size, size): convert, centre square of side ``size``
+    (:func:`center_square`, aspect ratio kept), scale to [0, 1], normalize."""
 
     size: int
     mode: str = "RGB"  # "RGB" (C = 3) or "L" (C = 1)
@@ -113,9 +141,7 @@ class ImageTransform:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if self.mode not in ("RGB", "L"):
             raise ValueError(f"mode must be 'RGB' or 'L', not {self.mode!r}")
-        image = image.convert(self.mode)
-        if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        image = center_square(image.convert(self.mode), self.size)
         array = np.asarray(image, dtype=np.float32) / 255.0  # H, W[, C]
         x = torch.from_numpy(array.copy())
         x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)  # C, H, W

@@ -8,7 +8,10 @@ class the intact model predicts when u's contribution is removed from the layer'
   loses Z_k * D_k at every position, A <- A - Z_k D_k (the rest, reconstruction error
   included, is kept).
 
-Letters: B images, C channels, H, W spatial, K dictionary atoms, U units.
+Token layers work the same way on their channels-first view (see stimuli.models): the edit
+is made there and the model gets it back as tokens; an excluded CLS token is left untouched.
+
+Letters: B images, C channels, H, W spatial (T' tokens, 1), K dictionary atoms, U units.
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ def unit_importance(
     dictionary: torch.Tensor | None = None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    cls_token: bool = True,
 ) -> torch.Tensor:
     """Importance (U,) of ``units`` of ``layer`` over images x (B, ...).
 
     Neurons when ``encoder`` and ``dictionary`` are None; dictionary features otherwise, with
     ``encoder`` mapping position vectors (M, C) to codes (M, K) and ``dictionary`` (K, C).
+    ``cls_token`` as in :class:`~stimuli.models.LayerCapture` (token layers only).
     """
     if (encoder is None) != (dictionary is None):
         raise ValueError(
@@ -51,9 +56,9 @@ def unit_importance(
     total = torch.zeros(len(units), dtype=torch.float64)
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device)
-        with LayerCapture(model, [layer]) as cap:
+        with LayerCapture(model, [layer], cls_token=cls_token) as cap:
             probs = torch.softmax(model(xb), dim=1)  # B, classes
-        acts = cap.outputs[layer]  # B, C, H, W or B, C
+        acts = cap.outputs[layer]  # B, C, H, W; B, C; or B, C, T', 1
         pred = probs.argmax(dim=1, keepdim=True)  # B, 1
         p0 = probs.gather(1, pred)[:, 0]  # B
         codes = None
@@ -61,7 +66,7 @@ def unit_importance(
             codes = encoder(to_positions(acts))  # B*H*W, K (or B, K)
         for i, unit in enumerate(units):
             edit = _remover(acts, unit, codes, dictionary)
-            with edit_layer(model, layer, edit):
+            with edit_layer(model, layer, edit, cls_token=cls_token):
                 p1 = torch.softmax(model(xb), dim=1).gather(1, pred)[:, 0]  # B
             total[i] += float((p0 - p1).double().sum())
     return (total / len(x)).float()

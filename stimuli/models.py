@@ -1,5 +1,11 @@
 """Any ``nn.Module`` plus layer names: forward hooks that capture (or edit) a layer's output.
 
+Unit code sees every layer channels-first, whatever its layout: a convolution's (N, C, H, W)
+and a linear layer's (N, C) as they are, a transformer's tokens (N, T, C) as (N, C, T', 1)
+(T' = T, or T - 1 with the first, CLS, token left out). :func:`channels_first` and
+:func:`restore_layout` convert at the hook, so pooling, position sampling, encoding and
+importance edits are written once for all three.
+
 Also loaders for optional architectures (torchvision, timm) from a local weights file, and a
 checksum of a model's parameters for provenance. Nothing here downloads anything.
 """
@@ -9,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,20 +41,65 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
+def channels_first(output: object, name: str = "", *, cls_token: bool = True) -> torch.Tensor:
+    """A layer's output as units see it: (N, C, H, W) and (N, C) as they are, tokens
+    (N, T, C) as (N, C, T', 1), a view (any 3-D output is read as tokens).
+
+    ``cls_token=False`` leaves token 0 out (T' = T - 1): a CLS token summarises the image
+    rather than showing a place in it, so it should not be pooled, sampled or encoded.
+    """
+    layer = f"layer {name!r}" if name else "the layer"
+    if not isinstance(output, torch.Tensor):
+        raise ValueError(
+            f"{layer} returns {type(output).__name__}, not a single tensor; "
+            "choose a submodule that returns one"
+        )
+    if output.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{layer} returns shape {tuple(output.shape)}; expected (N, C), tokens (N, T, C) "
+            "or (N, C, H, W)"
+        )
+    if output.ndim != 3:
+        return output
+    tokens = output if cls_token else output[:, 1:]  # N, T', C
+    if tokens.shape[1] == 0:
+        raise ValueError(f"{layer} has a single token; cls_token=False leaves none")
+    return tokens.transpose(1, 2).unsqueeze(3)  # N, C, T', 1
+
+
+def restore_layout(
+    edited: torch.Tensor, output: torch.Tensor, *, cls_token: bool = True
+) -> torch.Tensor:
+    """The inverse of :func:`channels_first`: an edited channels-first map back in the
+    layout of ``output``, the layer's original output (whose CLS token is put back
+    untouched when ``cls_token`` is False)."""
+    expected = channels_first(output, cls_token=cls_token).shape
+    if edited.shape != expected:
+        raise ValueError(
+            f"an edit returned shape {tuple(edited.shape)}, expected {tuple(expected)}"
+        )
+    if output.ndim != 3:
+        return edited
+    tokens = edited.squeeze(3).transpose(1, 2)  # N, T', C
+    return tokens if cls_token else torch.cat([output[:, :1], tokens.to(output)], dim=1)
+
+
 class LayerCapture:
-    """Captures the outputs of named layers during a forward pass.
+    """Captures the outputs of named layers during a forward pass, channels first.
 
     Use as a context manager: inside it, every forward pass of ``model`` stores each layer's
-    output tensor in ``outputs[name]`` (the latest pass only; nothing accumulates)::
+    output in ``outputs[name]`` (the latest pass only; nothing accumulates), as
+    :func:`channels_first` gives it::
 
         with LayerCapture(model, ["block2"]) as cap:
             model(x)
-            acts = cap.outputs["block2"]   # N, C, H, W (or N, C for a linear layer)
+            acts = cap.outputs["block2"]   # N, C, H, W; N, C; or N, C, T', 1 for tokens
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str]):
+    def __init__(self, model: nn.Module, layers: Sequence[str], *, cls_token: bool = True):
         self.model = model
         self.layers = list(layers)
+        self.cls_token = cls_token
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -58,10 +110,9 @@ class LayerCapture:
         return self
 
     def _hook(self, name: str) -> Callable:
-        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            if not isinstance(output, torch.Tensor):
-                raise ValueError(f"layer {name!r} does not return a single tensor")
-            self.outputs[name] = output.detach()
+        def hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            acts = channels_first(output, name, cls_token=self.cls_token)
+            self.outputs[name] = acts.detach()
 
         return hook
 
@@ -73,11 +124,24 @@ class LayerCapture:
 
 @contextmanager
 def edit_layer(
-    model: nn.Module, name: str, edit: Callable[[torch.Tensor], torch.Tensor]
+    model: nn.Module,
+    name: str,
+    edit: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    cls_token: bool = True,
 ) -> Iterator[None]:
-    """Replace the layer's output by ``edit(output)`` during forward passes inside the block."""
+    """Replace the layer's output by ``edit(output)`` during forward passes inside the block.
+
+    ``edit`` sees and returns the channels-first map (:func:`channels_first`); the model gets
+    it back in the layer's own layout, with an excluded CLS token left as it was.
+    """
     module = get_layer(model, name)
-    handle = module.register_forward_hook(lambda _m, _i, out: edit(out))
+
+    def hook(_module: nn.Module, _inputs: tuple, output: object) -> torch.Tensor:
+        acts = channels_first(output, name, cls_token=cls_token)
+        return restore_layout(edit(acts), output, cls_token=cls_token)
+
+    handle = module.register_forward_hook(hook)
     try:
         yield
     finally:
@@ -113,11 +177,15 @@ def load_factory_model(factory: str, weights: Path | None = None) -> nn.Module:
     return model.eval()
 
 
-def load_vision_model(library: str, arch: str, weights: Path) -> nn.Module:
+def load_vision_model(
+    library: str, arch: str, weights: Path, *, options: Mapping[str, Any] | None = None
+) -> nn.Module:
     """A torchvision or timm architecture with weights from a local file (never downloaded).
 
     ``library`` is ``"torchvision"`` or ``"timm"``; the package must be installed (the
-    ``vision`` extra). ``weights`` is a state dict saved with ``torch.save``.
+    ``vision`` extra). ``weights`` is a state dict saved with ``torch.save``. ``options`` go
+    to the architecture's builder (``num_classes``; for timm also e.g. ``img_size``) and must
+    match those the weights were saved with.
     """
     if library not in ("torchvision", "timm"):
         raise ValueError(f"library must be 'torchvision' or 'timm', not {library!r}")
@@ -127,10 +195,14 @@ def load_vision_model(library: str, arch: str, weights: Path) -> nn.Module:
         raise ValueError(
             f"{library} is not importable ({exc}); install the 'vision' extra to use it"
         ) from None
-    if library == "torchvision":
-        model = lib.get_model(arch, weights=None)
-    else:
-        model = lib.create_model(arch, pretrained=False)
+    options = dict(options or {})
+    try:
+        if library == "torchvision":
+            model = lib.get_model(arch, weights=None, **options)
+        else:
+            model = lib.create_model(arch, pretrained=False, **options)
+    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise ValueError(f"cannot build {library} architecture {arch!r}: {exc}") from None
     _load_weights(model, Path(weights))
     return model.eval()
 
