@@ -53,7 +53,7 @@ def launch_demo(database_url: str, workdir: Path) -> str:
     """The demo study on the procedural stimulus set; returns its slug."""
     build_procedural_set(workdir / "stimuli", seed=0)
     study_file = workdir / "study.toml"
-    shutil.copyfile(ROOT / "experiments" / "demo.toml", study_file)
+    shutil.copyfile(ROOT / "experiments" / "demos" / "2afc.toml", study_file)
     spec = load_study(study_file)
     app = create_app({"DATABASE_URL": database_url, "INSTANCE_DIR": workdir, "SECRET_KEY": "x"})
     try:

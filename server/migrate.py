@@ -22,8 +22,8 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
 
 
 def libpq_dsn(url: str) -> str:
@@ -36,17 +36,18 @@ def libpq_dsn(url: str) -> str:
 
 
 @contextmanager
-def scratch_database(admin_url: str, prefix: str = "assay_scratch_") -> Iterator[str]:
-    """A new, migrated PostgreSQL database beside ``admin_url``'s, dropped on exit.
-
-    For tests and benchmarks: yields its SQLAlchemy URL.
+def scratch_database(
+    admin_url: str, prefix: str = "assay_scratch_", revision: str = "head"
+) -> Iterator[str]:
+    """A new PostgreSQL database beside ``admin_url``'s, migrated to ``revision``, dropped on
+    exit. For tests and benchmarks: yields its SQLAlchemy URL.
     """
     name = prefix + secrets.token_hex(6)
     with psycopg.connect(libpq_dsn(admin_url), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(normalize_url(admin_url)).set(database=name)
     try:
-        upgrade(url.render_as_string(hide_password=False))
+        upgrade(url.render_as_string(hide_password=False), revision)
         yield url.render_as_string(hide_password=False)
     finally:
         with psycopg.connect(libpq_dsn(admin_url), autocommit=True) as conn:

@@ -16,10 +16,10 @@ from PIL import Image
 
 from stimuli.stimulus_set import (
     SCHEMA_VERSION,
-    QueryPair,
-    References,
+    Entry,
+    ImageRef,
+    Pair,
     StimulusManifest,
-    Unit,
     encode_png,
     image_digest,
     write_stimulus_set,
@@ -53,11 +53,11 @@ def build_procedural_set(
     rng = np.random.default_rng(seed)
     images: dict[str, bytes] = {}
 
-    def draw(angle: float, hue: np.ndarray) -> str:
+    def draw(angle: float, hue: np.ndarray) -> ImageRef:
         data = _grating(rng, angle, hue, image_size)
         digest = image_digest(data)
         images[digest] = data
-        return digest
+        return ImageRef(image=digest)
 
     units = []
     for kind in kinds:
@@ -68,32 +68,31 @@ def build_procedural_set(
                 separation = 0.35 if kind == "neuron" else 1.0
                 hue_min = hue_max + (1.2 - 2 * hue_max) * separation
 
-                def sample(extreme: str, _pref: float = pref, _hmax=hue_max, _hmin=hue_min) -> str:
+                def sample(
+                    extreme: str, _pref: float = pref, _hmax=hue_max, _hmin=hue_min
+                ) -> ImageRef:
                     jitter = rng.normal(0, 0.15)
                     if extreme == "max":
                         return draw(_pref + jitter, _hmax)
                     return draw(_pref + np.pi / 2 + jitter, _hmin)
 
-                refs = References(
-                    max=[sample("max") for _ in range(n_references)],
-                    min=[sample("min") for _ in range(n_references)],
-                )
-                queries = [
-                    QueryPair(max=sample("max"), min=sample("min")) for _ in range(n_queries)
-                ]
+                ref_max = [sample("max") for _ in range(n_references)]
+                ref_min = [sample("min") for _ in range(n_references)]
+                queries = [Pair(max=sample("max"), min=sample("min")) for _ in range(n_queries)]
                 catch = [
-                    QueryPair(max=refs.max[j % n_references], min=refs.min[j % n_references])
+                    Pair(max=ref_max[j % n_references], min=ref_min[j % n_references])
                     for j in range(n_catch)
                 ]
+                roles = {"max_refs": ref_max, "min_refs": ref_min, "queries": queries}
+                if catch:
+                    roles["catch"] = catch
                 units.append(
-                    Unit(
+                    Entry(
                         id=f"{layer}/{kind}/{i}",
-                        kind=kind,
+                        source=kind,
                         layer=layer,
                         covariates={"importance": round(float(rng.uniform(0, 1)), 6)},
-                        references=refs,
-                        queries=queries,
-                        catch=catch,
+                        explanations={"exemplars": roles},
                     )
                 )
     manifest = StimulusManifest(
@@ -112,6 +111,6 @@ def build_procedural_set(
                 "image_size": image_size,
             },
         },
-        units=units,
+        entries=units,
     )
     return write_stimulus_set(directory, manifest, images)

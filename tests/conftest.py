@@ -37,17 +37,18 @@ def postgres_available() -> str | None:
         return f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}"
 
 
-def fresh_database(kind: str, tmp_dir: Path) -> Iterator[str]:
-    """A new, migrated database; dropped afterwards (PostgreSQL) or left in tmp (SQLite)."""
+def fresh_database(kind: str, tmp_dir: Path, revision: str = "head") -> Iterator[str]:
+    """A new database migrated to ``revision``; dropped afterwards (PostgreSQL) or left in
+    tmp (SQLite)."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp_dir / 'assay.db'}"
-        upgrade(url)
+        upgrade(url, revision)
         yield url
         return
     reason = postgres_available()
     if reason:
         pytest.skip(reason)
-    with scratch_database(POSTGRES_URL, prefix="assay_test_") as url:
+    with scratch_database(POSTGRES_URL, prefix="assay_test_", revision=revision) as url:
         yield url
 
 
@@ -90,7 +91,7 @@ def client(app):
 
 def demo_spec(slug: str, **overrides) -> StudySpec:
     """The demo study with a fresh slug and top-level sections updated from ``overrides``."""
-    data = tomllib.loads((ROOT / "experiments" / "demo.toml").read_text())
+    data = tomllib.loads((ROOT / "experiments" / "demos" / "2afc.toml").read_text())
     data["slug"] = slug
     for key, value in overrides.items():
         data[key] = {**data[key], **value} if isinstance(value, dict) else value

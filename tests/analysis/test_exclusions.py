@@ -120,7 +120,7 @@ def test_reasons_are_the_first_rule_and_nobody_is_dropped(flagged):
 
 
 def test_rules_from_the_study_file_and_unset_rules():
-    spec = load_study(ROOT / "experiments" / "demo.toml")
+    spec = load_study(ROOT / "experiments" / "demos" / "2afc.toml")
     assert as_rules(spec) == spec.exclusions
     result = apply_exclusions(make_trials(PEOPLE), spec)
     table = result.table.set_index("rule")

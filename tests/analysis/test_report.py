@@ -22,7 +22,7 @@ from tests.server.participant_client import Participant, complete
 from tests.server.test_api import session_of
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "experiments" / "demo.toml"
+DEMO = ROOT / "experiments" / "demos" / "2afc.toml"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--no-first-run"]

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def study_file(tmp_path, stimulus_dir):
     shutil.copytree(stimulus_dir, tmp_path / "stimuli")
     path = tmp_path / "study.toml"
-    shutil.copyfile(ROOT / "experiments" / "demo.toml", path)
+    shutil.copyfile(ROOT / "experiments" / "demos" / "2afc.toml", path)
     return path
 
 

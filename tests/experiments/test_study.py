@@ -12,7 +12,7 @@ from experiments.study import StudyFileError, load_study, parse_study
 from experiments.two_afc import PlanError, cells, check_feasible, plan_trials
 from stimuli.stimulus_set import QueryPair, load_stimulus_set
 
-DEMO = (Path(__file__).resolve().parents[2] / "experiments" / "demo.toml").read_text()
+DEMO = (Path(__file__).resolve().parents[2] / "experiments" / "demos" / "2afc.toml").read_text()
 
 BROKEN = [
     (

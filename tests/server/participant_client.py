@@ -34,20 +34,27 @@ class Participant:
         assert self.post("instructions", {"seconds": 30}).status_code == 200
         return self.state()
 
-    def answer(self, index: int, choice: str = "a", confidence: int = 2, rt_ms: float = 900.0):
+    def answer(self, index: int, choice: str | int = "a", confidence: int = 2,
+               rt_ms: float = 900.0):
         shown = datetime(2026, 1, 1, tzinfo=UTC)
         return self.post(
             "trials",
             {
                 "trial_index": index,
-                "choice": choice,
-                "confidence": confidence,
+                "answer": {"choice": choice, "confidence": confidence},
                 "rt_ms": rt_ms,
                 "presented_at": shown.isoformat(),
                 "responded_at": (shown + timedelta(milliseconds=rt_ms)).isoformat(),
                 "events": [{"type": "blur", "t": 10.0}],
             },
         )
+
+
+def wrong_choice(key: str | int) -> str | int:
+    """An answer other than ``key``: the other 2AFC query, or another intruder position."""
+    if isinstance(key, str):
+        return "b" if key == "a" else "a"
+    return 0 if key != 0 else 1
 
 
 def complete(participant: Participant, plan: list[dict], *, catch_wrong: bool = False) -> dict:
@@ -57,7 +64,7 @@ def complete(participant: Participant, plan: list[dict], *, catch_wrong: bool = 
         if t["kind"] == "practice" and t["attempt"] > 1:
             continue
         wrong = catch_wrong and t["kind"] == "catch"
-        choice = t["correct"] if not wrong else ("b" if t["correct"] == "a" else "a")
+        choice = wrong_choice(t["key"]) if wrong else t["key"]
         assert participant.answer(t["index"], choice).status_code == 200
     assert participant.post("questionnaire", {"answers": {"difficulty": "easy"}}).status_code == 200
     response = participant.post("finish")

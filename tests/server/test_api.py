@@ -19,7 +19,7 @@ from server.models import (
 )
 from server.tokens import HEADER, sign, verify
 from tests.conftest import app_config
-from tests.server.participant_client import Participant, complete
+from tests.server.participant_client import Participant, complete, wrong_choice
 
 
 def session_of(app, participant: Participant) -> ParticipantSession:
@@ -61,7 +61,7 @@ def test_correctness_is_scored_on_the_server(app, client, launch):
     p = Participant(client, slug, pid="PID-score")
     p.start()
     first = session_of(app, p).plan[0]
-    wrong = "b" if first["correct"] == "a" else "a"
+    wrong = wrong_choice(first["key"])
     assert p.answer(0, wrong).status_code == 200
     with app.app_context():
         row = get_db().scalar(
@@ -69,9 +69,8 @@ def test_correctness_is_scored_on_the_server(app, client, launch):
                 TrialResponse.trial_index == 0, TrialResponse.session_id == session_of(app, p).id
             )
         )
-    assert (
-        row.correct is False and row.choice == wrong and row.events == [{"type": "blur", "t": 10.0}]
-    )
+    assert row.score == 0.0 and row.answer == {"choice": wrong, "confidence": 2}
+    assert row.events == [{"type": "blur", "t": 10.0}]
 
 
 def test_practice_repeats_until_correct_and_counts_attempts(app, client, launch):
@@ -81,17 +80,31 @@ def test_practice_repeats_until_correct_and_counts_attempts(app, client, launch)
     plan = session_of(app, p).plan
     first = [t for t in plan if t["kind"] == "practice" and t["attempt"] == 1]
     second = [t for t in plan if t["kind"] == "practice" and t["attempt"] == 2]
-    p.answer(first[0]["index"], "b" if first[0]["correct"] == "a" else "a")
+    p.answer(first[0]["index"], wrong_choice(first[0]["key"]))
     for t in first[1:]:
-        p.answer(t["index"], t["correct"])
+        p.answer(t["index"], t["key"])
     progress = p.state()["progress"]
     assert progress["practice_done"] is False and progress["practice_attempt"] == 2
     assert progress["next_index"] == second[0]["index"]
     for t in second:
-        p.answer(t["index"], t["correct"])
+        p.answer(t["index"], t["key"])
     progress = p.state()["progress"]
     assert progress["practice_done"] is True
     assert progress["next_index"] == next(t["index"] for t in plan if t["kind"] != "practice")
+
+
+def test_an_answer_at_the_top_level_is_still_stored(app, client, launch):
+    """An outbox saved by a page from before answers were nested still delivers."""
+    slug = launch()
+    p = Participant(client, slug, pid="PID-legacy-body")
+    p.start()
+    key = session_of(app, p).plan[0]["key"]
+    body = {"trial_index": 0, "choice": key, "confidence": 3, "rt_ms": 700.0, **TIMES}
+    assert p.post("trials", body).json == {"stored": True, "duplicate": False}
+    with app.app_context():
+        row = get_db().scalar(select(TrialResponse).where(
+            TrialResponse.session_id == session_of(app, p).id))
+    assert row.answer == {"choice": key, "confidence": 3} and row.score == 1.0
 
 
 def test_replay_is_a_noop_and_a_conflicting_replay_is_refused(app, client, launch):
@@ -180,6 +193,60 @@ def test_assignment_balances_cells_and_ignores_preview(app, client, launch):
     assert sum(n for mode, _, n in rows if mode == "preview") == 3
 
 
+def live_per_condition(app, slug: str) -> dict[str, int]:
+    with app.app_context():
+        rows = get_db().execute(
+            select(ParticipantSession.condition, func.count())
+            .join(Study, ParticipantSession.study_id == Study.id)
+            .where(Study.slug == slug, ParticipantSession.mode == "live")
+            .group_by(ParticipantSession.condition)
+        ).all()
+    return dict(rows)
+
+
+def study_state(app, slug: str) -> str:
+    with app.app_context():
+        return get_db().scalar(select(Study.state).where(Study.slug == slug))
+
+
+def arrive(client, slug: str, pid: str):
+    query = {"PROLIFIC_PID": pid, "STUDY_ID": "ST", "SESSION_ID": "SE"}
+    return client.application.test_client().get(f"/s/{slug}", query_string=query)
+
+
+def test_conditions_stay_within_one_and_a_full_study_turns_newcomers_away(app, client, launch):
+    slug = launch(recruitment={"target_per_condition": 3})
+    for i in range(6):
+        Participant(client.application.test_client(), slug, pid=f"PID-full-{i}")
+        counts = live_per_condition(app, slug)
+        assert max(counts.values()) - min(counts.values(), default=0) <= 1, counts
+    assert live_per_condition(app, slug) == {"neurons": 3, "dictionary": 3}
+    late = arrive(client, slug, "PID-late")
+    text = late.get_data(as_text=True)
+    assert late.status_code == 200 and 'data-study-state="full"' in text
+    assert "data-token" not in text and "no completion code" in text
+    assert "https://app.prolific.com/" in text
+    assert study_state(app, slug) == "full"
+    assert live_per_condition(app, slug) == {"neurons": 3, "dictionary": 3}
+    back = arrive(client, slug, "PID-full-0")  # someone inside may come back and finish
+    assert 'data-token="' in back.get_data(as_text=True)
+
+
+def test_a_paused_study_lets_no_newcomer_in_but_previews_and_those_inside(app, client, launch):
+    slug = launch()
+    inside = Participant(client.application.test_client(), slug, pid="PID-inside")
+    with app.app_context():
+        db = get_db()
+        with db.begin():
+            db.scalar(select(Study).where(Study.slug == slug)).state = "paused"
+    text = arrive(client, slug, "PID-new").get_data(as_text=True)
+    assert 'data-study-state="paused"' in text and "data-token" not in text
+    assert live_per_condition(app, slug) == {"neurons": 1}
+    assert inside.post("consent", {"agree": True}).status_code == 200
+    assert 'data-token="' in arrive(client, slug, "PID-inside").get_data(as_text=True)
+    Participant(client.application.test_client(), slug)  # a preview still works
+
+
 def test_relaunching_makes_versions_and_sessions_keep_theirs(app, client, launch):
     slug = launch()
     old = Participant(client, slug, pid="PID-v1")
@@ -197,68 +264,50 @@ def test_relaunching_makes_versions_and_sessions_keep_theirs(app, client, launch
     assert versions[session_of(app, new).public_id] == 2
 
 
+TIMES = {"presented_at": "2026-01-01T00:00:00Z", "responded_at": "2026-01-01T00:00:01Z"}
+ANSWER = {"choice": "a", "confidence": 1}
 BAD_TRIALS = [
     (
-        {
-            "trial_index": 0,
-            "choice": "a",
-            "confidence": 1,
-            "rt_ms": 5,
-            "presented_at": "2026-01-01T00:00:00",
-            "responded_at": "2026-01-01T00:00:01Z",
-        },
+        {"trial_index": 0, "answer": ANSWER, "rt_ms": 5, **TIMES,
+         "presented_at": "2026-01-01T00:00:00"},
         400,
         r"^presented_at: Input should have timezone info$",
     ),
     (
-        {
-            "trial_index": 10_000,
-            "choice": "a",
-            "confidence": 1,
-            "rt_ms": 5,
-            "presented_at": "2026-01-01T00:00:00Z",
-            "responded_at": "2026-01-01T00:00:01Z",
-        },
+        {"trial_index": 10_000, "answer": ANSWER, "rt_ms": 5, **TIMES},
         400,
         r"^trial_index 10000 is outside the plan \(0\.\.\d+\)$",
     ),
     (
-        {
-            "trial_index": 0,
-            "choice": "c",
-            "confidence": 1,
-            "rt_ms": 5,
-            "presented_at": "2026-01-01T00:00:00Z",
-            "responded_at": "2026-01-01T00:00:01Z",
-        },
+        {"trial_index": 0, "answer": {"choice": "c", "confidence": 1}, "rt_ms": 5, **TIMES},
         400,
-        r"^choice: Input should be 'a' or 'b'$",
+        r"^answer\.choice: Input should be 'a' or 'b'$",
     ),
     (
-        {
-            "trial_index": 0,
-            "choice": "a",
-            "confidence": 9,
-            "rt_ms": 5,
-            "presented_at": "2026-01-01T00:00:00Z",
-            "responded_at": "2026-01-01T00:00:01Z",
-        },
+        {"trial_index": 0, "answer": {"choice": "a", "confidence": 9}, "rt_ms": 5, **TIMES},
         400,
-        r"^confidence: Input should be less than or equal to 3$",
+        r"^answer\.confidence: Input should be less than or equal to 3$",
     ),
-    ({"trial_index": 0, "choice": "a", "confidence": 1}, 400, r"^rt_ms: Field required$"),
     (
-        {
-            "trial_index": 0,
-            "choice": "a",
-            "confidence": 1,
-            "rt_ms": 5,
-            "correct": True,
-            "presented_at": "2026-01-01T00:00:00Z",
-            "responded_at": "2026-01-01T00:00:01Z",
-        },
+        {"trial_index": 0, "answer": {"choice": "a"}, "rt_ms": 5, **TIMES},
+        400,
+        r"^answer\.confidence: Field required$",
+    ),
+    ({"trial_index": 0, "answer": ANSWER}, 400, r"^rt_ms: Field required$"),
+    (
+        {"trial_index": 0, "answer": ANSWER, "rt_ms": 5, "correct": True, **TIMES},
         400,
         r"^correct: Extra inputs are not permitted$",
+    ),
+    (  # an answer at the top level (pages loaded before answers were nested)
+        {"trial_index": 0, "choice": "a", "confidence": 1, "rt_ms": 5, "correct": True, **TIMES},
+        400,
+        r"^answer\.correct: Extra inputs are not permitted$",
+    ),
+    (
+        {"trial_index": 0, "answer": "a", "rt_ms": 5, **TIMES},
+        400,
+        r"^answer: Input should be a valid dictionary$",
     ),
 ]
 
@@ -339,7 +388,7 @@ def test_unknown_study_and_bad_platform_ids(client):
 def test_images_are_immutable_and_headers_are_strict(app, client, launch):
     slug = launch()
     p = Participant(client, slug, pid="PID-img")
-    url = p.state()["trials"][0]["query_a"]
+    url = p.state()["trials"][0]["view"]["query_a"]
     image = client.get(url)
     assert image.status_code == 200 and image.mimetype == "image/png"
     assert image.headers["Cache-Control"] == "public, max-age=31536000, immutable"
