@@ -151,7 +151,7 @@ def site(tmp_path_factory, stimulus_dir):
         app,
         stimulus_dir,
         slug,
-        two_afc={"response_lock_ms": LOCK_MS, "feedback": False, "progress": True},
+        paradigm={"response_lock_ms": LOCK_MS, "feedback": False, "progress": True},
         trials={"main": MAIN, "catch_rate": CATCH / MAIN},
         practice={"trials": PRACTICE, "max_attempts": MAX_ATTEMPTS},
     )
@@ -169,7 +169,7 @@ def variant(site, stimulus_dir):
         site.app,
         stimulus_dir,
         slug,
-        two_afc={"response_lock_ms": LOCK_MS, "feedback": True, "max_side": "left"},
+        paradigm={"response_lock_ms": LOCK_MS, "feedback": True, "max_side": "left"},
         trials={"main": 2, "catch_rate": 0.0},
         practice={"trials": 1, "max_attempts": 1},
         texts={"consent": f"Do you agree? {HOSTILE}", "debrief": f"Thanks! {HOSTILE}"},
@@ -244,7 +244,7 @@ class Participant:
 
     def answer(self, *, right: bool = True, confidence: int = 3) -> int:
         index = self.trial()
-        correct = self.plan[index]["correct"]
+        correct = self.plan[index]["key"]
         choice = correct if right else ("b" if correct == "a" else "a")
         expect(self.page.locator('.afc[data-unlocked="1"]')).to_have_count(1)
         self.page.locator(

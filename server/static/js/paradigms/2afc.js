@@ -70,22 +70,7 @@ var jsPsych2afc = (function (jspsych) {
     ["b", 2, "sure"],
     ["b", 3, "very sure"],
   ];
-  const MAX_EVENTS = 200;
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = text;
-    return node;
-  }
-
-  function image(src, alt) {
-    const img = el("img");
-    img.src = src;
-    img.alt = alt;
-    img.draggable = false;
-    return img;
-  }
+  const { el, image, eventLog, onset, response } = window.AssayTrialKit;
 
   function referenceColumn(kind, urls, heading) {
     const section = el("section", "afc-refs afc-" + kind);
@@ -130,7 +115,6 @@ var jsPsych2afc = (function (jspsych) {
       root.appendChild(header);
 
       const stage = el("div", "afc-stage");
-      stage.style.visibility = "hidden"; // until every image is decoded
       const minCol = referenceColumn("min", trial.ref_min, "Weakly activating");
       const maxCol = referenceColumn("max", trial.ref_max, "Strongly activating");
       const queries = el("section", "afc-queries");
@@ -169,50 +153,15 @@ var jsPsych2afc = (function (jspsych) {
 
       display_element.replaceChildren(root);
 
-      // --- events during the trial -------------------------------------------------------
-      let t0 = null;
-      const events = [];
-      const log = (type) => {
-        if (events.length >= MAX_EVENTS) return;
-        const t = t0 === null ? 0 : performance.now() - t0;
-        events.push({ type: type, t: Math.round(Math.max(0, t) * 10) / 10 });
-      };
-      const listeners = [
-        [window, "focus", () => log("focus")],
-        [window, "blur", () => log("blur")],
-        [window, "online", () => log("online")],
-        [window, "offline", () => log("offline")],
-        [
-          document,
-          "visibilitychange",
-          () => log(document.visibilityState === "hidden" ? "visibilityhidden" : "visibilityvisible"),
-        ],
-        [
-          document,
-          "fullscreenchange",
-          () => log(document.fullscreenElement ? "fullscreenenter" : "fullscreenexit"),
-        ],
-      ];
-      listeners.forEach(([target, type, fn]) => target.addEventListener(type, fn));
-      const unlisten = () =>
-        listeners.forEach(([target, type, fn]) => target.removeEventListener(type, fn));
+      const log = eventLog();
+      let shown = null; // {t0, presentedAt} once the images are on screen
 
       // --- response ------------------------------------------------------------------------
       let data = null;
       const respond = (button) => {
-        if (data !== null || t0 === null) return;
-        const now = performance.now();
-        data = {
-          trial_index: trial.trial_index,
-          answer: {
-            choice: button.dataset.choice,
-            confidence: Number(button.dataset.confidence),
-          },
-          rt_ms: Math.round((now - t0) * 10) / 10,
-          presented_at: presentedAt,
-          responded_at: new Date().toISOString(),
-          events: events.slice(),
-        };
+        if (data !== null || shown === null) return;
+        const answer = { choice: button.dataset.choice, confidence: Number(button.dataset.confidence) };
+        data = response(trial, shown, answer, log);
         buttonEls.forEach((b) => (b.disabled = true));
         button.classList.add("afc-chosen");
         if (trial.correct === "a" || trial.correct === "b") {
@@ -228,7 +177,7 @@ var jsPsych2afc = (function (jspsych) {
       buttonEls.forEach((b) => b.addEventListener("click", () => respond(b)));
 
       const finish = () => {
-        unlisten();
+        log.stop();
         this.jsPsych.finishTrial(data);
       };
 
@@ -257,27 +206,11 @@ var jsPsych2afc = (function (jspsych) {
       };
 
       // --- onset: show the images once decoded, start the clock in the frame they appear ----
-      let presentedAt = null;
-      const imgs = Array.from(stage.querySelectorAll("img"));
-      const decoded = Promise.all(imgs.map((img) => img.decode().catch(() => undefined)));
-      const timeout = new Promise((resolve) => setTimeout(resolve, 5000));
-      Promise.race([decoded, timeout]).then(() => {
-        if (!root.isConnected) return;
-        stage.style.visibility = "visible";
-        requestAnimationFrame(() => {
-          t0 = performance.now();
-          presentedAt = new Date().toISOString();
-          root.dataset.shown = "1";
-          const unlock = () => {
-            buttonEls.forEach((b) => (b.disabled = false));
-            root.dataset.unlocked = "1";
-          };
-          if (trial.response_lock_ms > 0) {
-            this.jsPsych.pluginAPI.setTimeout(unlock, trial.response_lock_ms);
-          } else {
-            unlock();
-          }
-        });
+      onset(this.jsPsych, root, stage, trial.response_lock_ms, () => {
+        buttonEls.forEach((b) => (b.disabled = false));
+      }).then((at) => {
+        shown = at;
+        log.start(at.t0);
       });
     }
   }

@@ -1,0 +1,108 @@
+/* What every Assay trial plugin shares, as `window.AssayTrialKit`:
+ *
+ * - `el(tag, className, text)`, `image(src, alt)`: DOM builders (no HTML strings, so
+ *   nothing for CSP to object to, and researcher text is never markup);
+ * - `eventLog()`: focus, visibility, fullscreen and network events during a trial, as
+ *   {type, t} with t in ms since onset (`log.start(t0)`, `log.events()`, `log.stop()`);
+ * - `onset(jsPsych, root, stage, lockMs, onUnlock)`: shows `stage` once its images are
+ *   decoded (or after 5 s), starts the clock in the frame they appear, and unlocks the
+ *   response after `lockMs`; resolves {t0, presentedAt} at onset. Marks `root` with
+ *   data-shown / data-unlocked for tests;
+ * - `response(trial, t0, presentedAt, answer, log)`: the data a plugin reports to
+ *   `on_response`: {trial_index, answer, rt_ms, presented_at, responded_at, events}.
+ */
+(function () {
+  "use strict";
+
+  const MAX_EVENTS = 200;
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function image(src, alt) {
+    const img = el("img");
+    img.src = src;
+    img.alt = alt;
+    img.draggable = false;
+    return img;
+  }
+
+  function eventLog() {
+    let t0 = null;
+    const events = [];
+    const log = (type) => {
+      if (events.length >= MAX_EVENTS) return;
+      const t = t0 === null ? 0 : performance.now() - t0;
+      events.push({ type: type, t: Math.round(Math.max(0, t) * 10) / 10 });
+    };
+    const listeners = [
+      [window, "focus", () => log("focus")],
+      [window, "blur", () => log("blur")],
+      [window, "online", () => log("online")],
+      [window, "offline", () => log("offline")],
+      [
+        document,
+        "visibilitychange",
+        () => log(document.visibilityState === "hidden" ? "visibilityhidden" : "visibilityvisible"),
+      ],
+      [
+        document,
+        "fullscreenchange",
+        () => log(document.fullscreenElement ? "fullscreenenter" : "fullscreenexit"),
+      ],
+    ];
+    listeners.forEach(([target, type, fn]) => target.addEventListener(type, fn));
+    return {
+      start: (t) => {
+        t0 = t;
+      },
+      events: () => events.slice(),
+      stop: () => listeners.forEach(([target, type, fn]) => target.removeEventListener(type, fn)),
+    };
+  }
+
+  function onset(jsPsych, root, stage, lockMs, onUnlock) {
+    stage.style.visibility = "hidden"; // until every image is decoded
+    const imgs = Array.from(stage.querySelectorAll("img"));
+    const decoded = Promise.all(imgs.map((img) => img.decode().catch(() => undefined)));
+    const timeout = new Promise((resolve) => setTimeout(resolve, 5000));
+    return Promise.race([decoded, timeout]).then(
+      () =>
+        new Promise((resolve) => {
+          if (!root.isConnected) return;
+          stage.style.visibility = "visible";
+          requestAnimationFrame(() => {
+            const shown = { t0: performance.now(), presentedAt: new Date().toISOString() };
+            root.dataset.shown = "1";
+            const unlock = () => {
+              onUnlock();
+              root.dataset.unlocked = "1";
+            };
+            if (lockMs > 0) {
+              jsPsych.pluginAPI.setTimeout(unlock, lockMs);
+            } else {
+              unlock();
+            }
+            resolve(shown);
+          });
+        })
+    );
+  }
+
+  function response(trial, shown, answer, log) {
+    return {
+      trial_index: trial.trial_index,
+      answer: answer,
+      rt_ms: Math.round((performance.now() - shown.t0) * 10) / 10,
+      presented_at: shown.presentedAt,
+      responded_at: new Date().toISOString(),
+      events: log.events(),
+    };
+  }
+
+  window.AssayTrialKit = { el, image, eventLog, onset, response };
+})();
