@@ -1,7 +1,8 @@
 """Storing trial responses exactly once, and where a session stands.
 
 A trial is keyed by (session, trial index). Replaying a stored trial with the same answer is
-a no-op; a replay with a different answer is a conflict. Correctness comes from the plan.
+a no-op; a replay with a different answer is a conflict. The session's paradigm validates
+the answer and scores it against the session's answer keys; nothing here knows a paradigm.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from experiments.paradigms import PARADIGMS
 from server.catalog import now
 from server.models import ParticipantSession, TrialResponse
 
@@ -48,12 +50,22 @@ class Event(BaseModel):
 class TrialIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     trial_index: int = Field(ge=0)
-    choice: Literal["a", "b"]
-    confidence: int = Field(ge=1, le=3)
+    answer: dict[str, Any] = Field(max_length=20)  # the paradigm's Answer validates it
     rt_ms: float = Field(ge=0, le=3_600_000)
     presented_at: AwareDatetime
     responded_at: AwareDatetime
     events: list[Event] = Field(default_factory=list, max_length=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _answer_at_top_level(cls, data: Any) -> Any:
+        """Bodies from pages loaded before answers were nested (answer fields at the top
+        level, e.g. a 2AFC choice and confidence) are still in browsers' outboxes."""
+        if isinstance(data, dict) and "answer" not in data:
+            common = set(cls.model_fields) - {"answer"}
+            answer = {k: v for k, v in data.items() if k not in common}
+            return {**{k: v for k, v in data.items() if k in common}, "answer": answer}
+        return data
 
 
 # Dialects whose INSERT has ON CONFLICT DO NOTHING, which exactly-once storage relies on.
@@ -71,19 +83,25 @@ def _insert(db: Session):
 
 def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> bool:
     """Store a trial once; returns True when it was already stored (a replay)."""
-    key = session.answer_key
-    if not 0 <= trial.trial_index < len(key):
+    keys = session.answer_keys
+    if not 0 <= trial.trial_index < len(keys):
         raise FlowError(
-            f"trial_index {trial.trial_index} is outside the plan (0..{len(key) - 1})",
+            f"trial_index {trial.trial_index} is outside the plan (0..{len(keys) - 1})",
             status=400,
         )
-    correct = trial.choice == key[trial.trial_index]
+    paradigm = PARADIGMS[session.paradigm]
+    try:
+        answer = paradigm.Answer.model_validate(trial.answer)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(["answer", *(str(p) for p in err["loc"])])
+        raise FlowError(f"{where}: {err['msg']}", status=400) from None
+    stored_answer = answer.model_dump(mode="json")
     values = dict(
         session_id=session.id,
         trial_index=trial.trial_index,
-        choice=trial.choice,
-        confidence=trial.confidence,
-        correct=correct,
+        answer=stored_answer,
+        score=paradigm.score(keys[trial.trial_index], answer),
         rt_ms=trial.rt_ms,
         presented_at=trial.presented_at,
         responded_at=trial.responded_at,
@@ -99,12 +117,7 @@ def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> bo
     existing = _stored(db, session.id, trial.trial_index)
     if existing is None:
         raise FlowError(f"session is in state {session.status!r}; no new trials accepted")
-    same = (existing.choice, existing.confidence, existing.rt_ms) == (
-        trial.choice,
-        trial.confidence,
-        trial.rt_ms,
-    )
-    if not same:
+    if (existing.answer, existing.rt_ms) != (stored_answer, trial.rt_ms):
         raise FlowError(
             f"trial {trial.trial_index} is already stored with a different answer", status=409
         )
@@ -122,11 +135,11 @@ def _stored(db: Session, session_id: int, index: int) -> TrialResponse | None:
 def stored_indices(db: Session, session: ParticipantSession) -> dict[int, bool]:
     """Stored trial index -> correct."""
     rows = db.execute(
-        select(TrialResponse.trial_index, TrialResponse.correct).where(
+        select(TrialResponse.trial_index, TrialResponse.score).where(
             TrialResponse.session_id == session.id
         )
     )
-    return {index: correct for index, correct in rows}
+    return {index: score >= 1.0 for index, score in rows}
 
 
 @dataclass(frozen=True)
