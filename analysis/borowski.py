@@ -12,8 +12,8 @@ per trial of 10 participants. The mapping to the export's columns:
   otherwise; and ``repeated`` for the trials shown a second time at the end (an extra
   category the Assay export does not have).
 - ``unit_id``: GoogLeNet layer and branch, e.g. ``3a_1x1``, ``4b_pool`` (a randomly sampled
-  feature map, ``unit_kind`` ``sampled``) or ``4b_pool_hand`` (the hand-picked one,
-  ``channel_1``, ``unit_kind`` ``hand-picked``). The letter-named feature maps of practice
+  feature map, ``source`` ``sampled``) or ``4b_pool_hand`` (the hand-picked one,
+  ``channel_1``, ``source`` ``hand-picked``). The letter-named feature maps of practice
   and catch trials become ``aux_<letter>`` of kind ``auxiliary``.
 - ``layer``: the Inception module (``3a`` .. ``5b``); missing for auxiliary units.
 - ``choice``: ``response`` (``a`` or ``b``, the two query images); ``confidence``: the
@@ -77,7 +77,7 @@ def load_borowski(path: Path | None = None) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: not the Borowski et al. Experiment I file "
                          f"(missing {', '.join(sorted(missing))})")
-    unit, unit_kind, layer = _unit(raw)
+    unit, source, layer = _unit(raw)
     kind = np.where(raw["trial_type"] == "practice", "practice",
                     np.where(raw["trial_type"] == "repeated", "repeated",
                              np.where(raw["catch_trial"], "catch", "main")))
@@ -95,7 +95,8 @@ def load_borowski(path: Path | None = None) -> pd.DataFrame:
         "attempt": 1,
         "trial_kind": kind,
         "unit_id": unit,
-        "unit_kind": unit_kind,
+        "paradigm": "2afc_exemplar",
+        "source": source,
         "layer": layer,
         "choice": raw["response"],
         "confidence": raw["abs_conf_rating"],

@@ -101,6 +101,8 @@ def _flags(key: str, threshold: object, s: pd.DataFrame,
         return out.fillna(False).astype(bool), note
     if key == "max_same_response_fraction":
         frac = np.fmax(s["side_fraction"], s["button_fraction"])
+        if frac.isna().all():
+            return none, "not applied: the data have no choice column"
         return (frac > threshold).fillna(False).astype(bool), ""
     if key == "max_practice_attempts":
         return (s["practice_attempts"] > threshold).fillna(False).astype(bool), ""

@@ -1,13 +1,14 @@
-"""Load tidy trial tables (the columns of ``server.export.COLUMNS``) with typed columns.
+"""Load tidy trial tables (the columns of ``analysis.schema``) with typed columns.
 
-Two sources: an export file written by ``assay export`` (CSV or Parquet), or the study
-database through ``server.export.trial_rows``, the one server function analysis uses.
-Either way the result goes through :func:`tidy`, so that every later stage sees the same
-dtypes: categoricals for labels, ``bool`` for ``correct``, ``float`` for ``rt_ms``, nullable
-integers for counts, and UTC datetimes.
+An export file written by ``assay export`` (CSV or Parquet), or a frame the server's export
+produced, goes through :func:`tidy`, so that every later stage sees the same dtypes:
+categoricals for labels, ``bool`` for ``correct``, ``float`` for ``rt_ms``, ``chance`` and
+covariates, nullable integers for counts, and UTC datetimes.
 
-Session-level columns that a newer export may carry (``SESSION_COLUMNS``) are typed when
-present; :func:`session_table` derives what it can when they are absent.
+Exports of before paradigms became plugins still load: ``unit_kind`` is read as ``source``,
+and a missing ``paradigm`` / ``chance`` are the 2AFC's. Session-level columns
+(``SESSION_COLUMNS``) are typed when present; :func:`session_table` derives what it can
+when they are absent.
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
 
-from server.export import COLUMNS, trial_rows
+from analysis.schema import COMMON, COVARIATE_PREFIX, RENAMED
 
 TRIAL_KINDS = ["practice", "main", "catch"]
-CHOICES = ["a", "b"]
-CATEGORICAL = ["study", "participant", "mode", "condition", "cell", "status", "unit_id",
-               "unit_kind", "layer"]
-INTEGER = ["study_version", "block", "trial_index", "attempt", "confidence", "n_events"]
+CATEGORICAL = ["study", "paradigm", "participant", "mode", "condition", "cell", "status",
+               "unit_id", "source", "layer"]
+INTEGER = ["study_version", "block", "trial_index", "attempt", "n_events"]
 DATETIME = ["presented_at", "responded_at"]
-# Optional per-session columns (repeated on each of a session's rows) used by the exclusions.
-SESSION_COLUMNS = ["started_at", "finished_at", "instructions_seconds", "practice_attempts",
-                   "participant_key"]
+# Filled in for exports written before paradigms became plugins (all 2AFC).
+LEGACY = {"paradigm": "2afc_exemplar", "chance": 0.5}
 
 
 def _boolean(values: pd.Series, name: str) -> pd.Series:
@@ -57,13 +54,18 @@ def _integer(values: pd.Series, name: str) -> pd.Series:
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Check the export columns and give them their dtypes; returns a new frame.
 
-    Extra columns are kept (session-level ones typed, others untouched). Raises
-    ``ValueError`` naming the missing columns or the first bad value.
+    Extra columns are kept: session-level ones, ``choice`` (a category), ``confidence``
+    (an integer) and covariates (``cov_*``, numbers where they all are) typed, others
+    untouched. Raises ``ValueError`` naming the missing columns or the first bad value.
     """
-    missing = [c for c in COLUMNS if c not in frame.columns and c not in SESSION_COLUMNS]
+    out = frame.rename(columns={k: v for k, v in RENAMED.items() if v not in frame.columns})
+    for col, value in LEGACY.items():
+        if col not in out.columns:
+            out[col] = value
+    missing = [c for c in COMMON if c not in out.columns]
     if missing:
-        raise ValueError(f"not a trial export: missing column(s) {', '.join(missing)}")
-    out = frame.copy()
+        raise ValueError(f"not a trial export: missing column(s) {', '.join(sorted(missing))}")
+    out = out.copy()
     for col in CATEGORICAL:
         values = out[col].astype("string") if not isinstance(
             out[col].dtype, pd.CategoricalDtype) else out[col]
@@ -73,17 +75,21 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     kinds = out["trial_kind"].astype("string")
     extra = sorted(set(kinds.dropna()) - set(TRIAL_KINDS))
     out["trial_kind"] = pd.Categorical(kinds, categories=TRIAL_KINDS + extra)
-    choice = out["choice"].astype("string")
-    bad = choice.notna() & ~choice.isin(CHOICES)
-    if bad.any():
-        raise ValueError(f"column 'choice': values must be 'a' or 'b' "
-                         f"(first: {choice[bad].iloc[0]!r})")
-    out["choice"] = pd.Categorical(choice, categories=CHOICES)
+    if "choice" in out:
+        choice = out["choice"].astype("string")
+        out["choice"] = pd.Categorical(choice, categories=sorted(set(choice.dropna())))
+    if "confidence" in out:
+        out["confidence"] = _integer(out["confidence"], "confidence")
     out["correct"] = _boolean(out["correct"], "correct")
-    rt = pd.to_numeric(out["rt_ms"], errors="coerce")
-    if (out["rt_ms"].notna() & rt.isna()).any():
-        raise ValueError("column 'rt_ms': values must be numbers")
-    out["rt_ms"] = rt.astype(float)
+    for col in ("rt_ms", "chance"):
+        values = pd.to_numeric(out[col], errors="coerce")
+        if (out[col].notna() & values.isna()).any():
+            raise ValueError(f"column {col!r}: values must be numbers")
+        out[col] = values.astype(float)
+    for col in [c for c in out.columns if c.startswith(COVARIATE_PREFIX)]:
+        numbers = pd.to_numeric(out[col], errors="coerce")
+        if not (out[col].notna() & numbers.isna()).any():
+            out[col] = numbers.astype(float)
     for col in DATETIME + [c for c in ("started_at", "finished_at") if c in out]:
         out[col] = pd.to_datetime(out[col], utc=True, format="ISO8601")
     if "instructions_seconds" in out:
@@ -101,23 +107,10 @@ def read_trials(path: str | Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
     elif path.suffix == ".csv":
-        frame = pd.read_csv(path, dtype={"participant": str, "unit_id": str, "layer": str,
-                                         "condition": str, "cell": str, "choice": str})
+        text = ["participant", "unit_id", "layer", "condition", "cell", "choice", "source"]
+        frame = pd.read_csv(path, dtype=dict.fromkeys(text, str))
     else:
         raise ValueError(f"{path}: trial data must be a .csv or .parquet file")
-    return tidy(frame)
-
-
-def trials_from_db(url: str, slug: str, include_preview: bool = False) -> pd.DataFrame:
-    """The study's trials straight from its database (SQLAlchemy URL), through the export."""
-    engine = create_engine(url)
-    try:
-        with Session(engine) as db:
-            frame = trial_rows(db, slug, include_preview=include_preview)
-    finally:
-        engine.dispose()
-    if frame.empty:
-        raise ValueError(f"study {slug!r}: no trials in the database")
     return tidy(frame)
 
 
@@ -125,8 +118,10 @@ def session_table(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per participant: what the exclusion rules look at.
 
     Columns: condition, status, mode, n_trials, n_main, n_catch, catch_accuracy,
-    main_accuracy, practice_attempts, instructions_seconds, total_minutes, side_fraction,
-    button_fraction, first_seen, participant_key (NA when the export lacks it) and
+    main_accuracy, practice_attempts, instructions_seconds, total_minutes, side_fraction (the
+    largest share of one choice: a side in 2AFC, a position in intruder detection),
+    button_fraction (of one choice and confidence), first_seen, participant_key (NA when
+    the export lacks it) and
     ``sources``, a note of which values were derived rather than exported.
 
     When the export lacks the session columns: practice attempts are the largest
@@ -168,11 +163,15 @@ def session_table(trials: pd.DataFrame) -> pd.DataFrame:
         out["first_seen"] = g["presented_at"].min()
         derived.append("total time from trial timestamps")
     out["total_minutes"] = span.dt.total_seconds() / 60
-    side = responses.groupby(["participant", "choice"], observed=True).size()
     n_resp = responses.groupby("participant", observed=True).size()
-    out["side_fraction"] = side.groupby(level=0).max() / n_resp
-    button = responses.groupby(["participant", "choice", "confidence"], observed=True).size()
-    out["button_fraction"] = button.groupby(level=0).max() / n_resp
+    out["side_fraction"] = out["button_fraction"] = np.nan
+    if "choice" in t:
+        side = responses.groupby(["participant", "choice"], observed=True).size()
+        out["side_fraction"] = side.groupby(level=0).max() / n_resp
+        if "confidence" in t:
+            button = responses.groupby(["participant", "choice", "confidence"],
+                                       observed=True).size()
+            out["button_fraction"] = button.groupby(level=0).max() / n_resp
     if "participant_key" in t:
         out["participant_key"] = g["participant_key"].first()
     else:

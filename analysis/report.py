@@ -1,8 +1,9 @@
 """A self-contained HTML report of a study, with its results as tidy CSV files beside it.
 
 ``write_report`` takes the tidy trial table, applies the study's exclusion rules (flagging,
-never dropping), summarises accuracy, fits the mixed models and renders
-``templates/report.html.j2``. Plots are PNGs drawn with matplotlib's Agg canvas (no pyplot
+never dropping), summarises accuracy against each paradigm's chance level, fits the mixed
+models (with the units' standardized covariates), adds each paradigm's own sections and
+renders ``templates/report.html.j2``. Plots are PNGs drawn with matplotlib's Agg canvas (no pyplot
 state) and embedded as base64, so the page loads nothing from anywhere.
 """
 
@@ -23,10 +24,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 import analysis
+from analysis.covariates import standardize_covariates
 from analysis.exclusions import ExclusionResult, apply_exclusions
-from analysis.load import read_trials, trials_from_db
 from analysis.summaries import accuracy_table, chance_tests, cluster_accuracy, utility_scores
-from experiments.study import Exclusions, StudySpec, load_study
+from experiments.paradigms import PARADIGMS
+from experiments.study import Exclusions, StudySpec
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 COLORS = ["#1f6fb2", "#d9730d", "#2e9e5b", "#a33ea1", "#7a6a00", "#c0392b", "#5b6770"]
@@ -56,13 +58,24 @@ class ModelFit:
 
 def default_models(trials: pd.DataFrame) -> list[ModelSpec]:
     """Accuracy and log RT by condition with crossed participant and unit intercepts
-    (intercept only when the included main trials have a single condition)."""
+    (intercept only when the included main trials have a single condition); and, when the
+    units have an importance, accuracy on condition x layer with the standardized
+    importance as a covariate."""
     main = trials[(trials["trial_kind"] == "main") & ~trials["excluded"]]
     rhs = "condition" if main["condition"].nunique() > 1 else "1"
     random = "(1|participant) + (1|unit_id)"
-    return [ModelSpec("Accuracy (binomial GLMM, logit link)", f"correct ~ {rhs} + {random}"),
-            ModelSpec("Response time (LMM on log RT, REML)", f"log(rt_ms) ~ {rhs} + {random}",
-                      family="gaussian")]
+    models = [
+        ModelSpec("Accuracy (binomial GLMM, logit link)", f"correct ~ {rhs} + {random}"),
+        ModelSpec("Response time (LMM on log RT, REML)", f"log(rt_ms) ~ {rhs} + {random}",
+                  family="gaussian"),
+    ]
+    if "importance_z" in main and main["importance_z"].nunique() > 1:
+        factors = [c for c in ("condition", "layer") if main[c].nunique() > 1]
+        fixed = " * ".join(factors) if factors else "1"
+        models.append(ModelSpec(
+            "Accuracy with unit importance (binomial GLMM; importance z-scored within "
+            "source x layer)", f"correct ~ {fixed} + importance_z + {random}"))
+    return models
 
 
 def model_data(trials: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
@@ -71,6 +84,8 @@ def model_data(trials: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
         t = t[t[col].isin(list(levels))]
     if spec.family == "gaussian":
         t = t[t["rt_ms"] > 0]  # log(rt) of a missing or zero time is undefined
+    used = [c for c in t.columns if c.endswith("_z") and c in spec.formula]
+    t = t.dropna(subset=used)  # a unit without the covariate cannot enter that model
     t = t.copy()
     for col in t.columns:
         if isinstance(t[col].dtype, pd.CategoricalDtype):
@@ -116,7 +131,15 @@ def palette(levels: Sequence[str]) -> dict[str, str]:
     return {c: COLORS[i % len(COLORS)] for i, c in enumerate(levels)}
 
 
-def plot_accuracy(table: pd.DataFrame, x: str, colors: Mapping[str, str]) -> str:
+def _chance(ax, chance: Sequence[float], label: bool = False) -> None:
+    """Dashed lines at the chance levels (one per paradigm setting in the data)."""
+    for i, level in enumerate(chance):
+        ax.axhline(level, color="#888", lw=1, ls="--", label="chance" if label and i == 0
+                   else None)
+
+
+def plot_accuracy(table: pd.DataFrame, x: str, colors: Mapping[str, str],
+                  chance: Sequence[float] = (0.5,)) -> str:
     """Participant means with their bootstrap intervals, one series per condition."""
     fig = Figure(figsize=(9, 3.6))
     ax = fig.subplots()
@@ -131,7 +154,7 @@ def plot_accuracy(table: pd.DataFrame, x: str, colors: Mapping[str, str]) -> str
         err = np.vstack([mean - rows["participant_lower"], rows["participant_upper"] - mean])
         ax.errorbar(pos, mean, yerr=np.nan_to_num(err), fmt="o", color=colors[cond],
                     capsize=3, label=cond)
-    ax.axhline(0.5, color="#888", lw=1, ls="--", label="chance")
+    _chance(ax, chance, label=True)
     ax.set_xticks(range(len(xs)), xs)
     ax.set_xlabel(x)
     ax.set_ylabel("proportion correct")
@@ -141,7 +164,8 @@ def plot_accuracy(table: pd.DataFrame, x: str, colors: Mapping[str, str]) -> str
     return _png(fig)
 
 
-def plot_strip(per: pd.DataFrame, title: str, ylabel: str, colors: Mapping[str, str]) -> str:
+def plot_strip(per: pd.DataFrame, title: str, ylabel: str, colors: Mapping[str, str],
+               chance: Sequence[float] = (0.5,)) -> str:
     """Accuracy per cluster (participant or unit) and condition; excluded ones as red x."""
     fig = Figure(figsize=(5.2, 3.4))
     ax = fig.subplots()
@@ -156,7 +180,7 @@ def plot_strip(per: pd.DataFrame, title: str, ylabel: str, colors: Mapping[str, 
             ax.scatter(jitter[out], rows["accuracy"][out], s=30, marker="x", color="#c0392b",
                        label="excluded")
         ax.plot([i - 0.3, i + 0.3], [rows["accuracy"][~out].mean()] * 2, color="black", lw=2)
-    ax.axhline(0.5, color="#888", lw=1, ls="--")
+    _chance(ax, chance)
     ax.set_xticks(range(len(conditions)), conditions)
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel(ylabel)
@@ -192,7 +216,8 @@ def plot_rt(main: pd.DataFrame, colors: Mapping[str, str]) -> str:
     return _png(fig)
 
 
-def plot_confidence(main: pd.DataFrame, colors: Mapping[str, str]) -> str:
+def plot_confidence(main: pd.DataFrame, colors: Mapping[str, str],
+                    chance: Sequence[float] = (0.5,)) -> str:
     """Proportion correct at each confidence rating, per condition (calibration)."""
     fig = Figure(figsize=(5.2, 3.4))
     ax = fig.subplots()
@@ -202,7 +227,7 @@ def plot_confidence(main: pd.DataFrame, colors: Mapping[str, str]) -> str:
         ax.plot(acc.index.astype(int), acc["mean"], "o-", color=colors[cond], label=cond)
     levels = sorted(main["confidence"].dropna().unique())
     ax.set_xticks([int(v) for v in levels])
-    ax.axhline(0.5, color="#888", lw=1, ls="--")
+    _chance(ax, chance)
     ax.set_xlabel("confidence rating")
     ax.set_ylabel("proportion correct")
     ax.set_ylim(-0.03, 1.03)
@@ -294,7 +319,8 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ex: ExclusionResult = apply_exclusions(trials, rules)
-    flagged = ex.trials
+    flagged = standardize_covariates(ex.trials)
+    chance = sorted(float(c) for c in flagged["chance"].dropna().unique())
     rng = np.random.default_rng(seed)
     has_layer = flagged["layer"].notna().any()
     cells = ["condition", "layer"] if has_layer else ["condition"]
@@ -317,16 +343,22 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
         ("Accuracy by condition" + (" and layer" if has_layer else ""),
          "Mean over participants of their proportion correct on main trials, with 95 % "
          "participant-bootstrap intervals; dashed: chance.",
-         plot_accuracy(acc_cells, cells[-1], colors), "wide"),
+         plot_accuracy(acc_cells, cells[-1], colors, chance), "wide"),
         ("Participants", "Each dot is a participant's accuracy on main trials; bar: mean "
          "of the included; red x: excluded.",
-         plot_strip(per_p, "Accuracy per participant", "proportion correct", colors), ""),
+         plot_strip(per_p, "Accuracy per participant", "proportion correct", colors, chance),
+         ""),
         ("Units", "Each dot is a unit's accuracy over included participants' main trials.",
-         plot_strip(per_u, "Accuracy per unit", "proportion correct", colors), ""),
+         plot_strip(per_u, "Accuracy per unit", "proportion correct", colors, chance), ""),
         ("Response times", "", plot_rt(main, colors), ""),
     ]
-    if main["confidence"].notna().any():
-        figures.append(("Confidence", "", plot_confidence(main, colors), ""))
+    if "confidence" in main and main["confidence"].notna().any():
+        figures.append(("Confidence", "", plot_confidence(main, colors, chance), ""))
+    sections = [
+        section for paradigm in _levels(flagged["paradigm"]) if paradigm in PARADIGMS
+        for section in PARADIGMS[paradigm].report_sections(
+            flagged[flagged["paradigm"].astype(str) == paradigm])
+    ]
 
     csv = {"exclusions.csv": ex.table, "participants.csv": ex.sessions.reset_index(),
            "accuracy_by_condition.csv": acc_cond, "accuracy.csv": acc_cells,
@@ -362,6 +394,11 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
         "utility": html_table(utility) if utility is not None else None,
         "figures": [{"title": t, "caption": c, "src": s, "wide": w} for t, c, s, w in figures],
         "models": [_model_context(f) for f in fits],
+        "sections": [{"title": x.title, "paragraphs": list(x.paragraphs),
+                      "tables": [(name, html_table(t)) for name, t in x.tables],
+                      "figures": [(name, _png(f)) for name, f in x.figures]}
+                     for x in sections],
+        "chance": ", ".join(f"{c:.3g}" for c in chance),
         "files": sorted(csv),
     }
     html = _environment().get_template("report.html.j2").render(**context)
@@ -370,29 +407,24 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
     return path
 
 
-def report_command(study: str, *, out_dir: str | Path | None = None,
-                   data: str | Path | None = None, database_url: str | None = None,
-                   study_file: str | Path | None = None, include_preview: bool = False,
+def report_command(study: str, trials: pd.DataFrame, *, spec: StudySpec | None = None,
+                   rules_note: str = "", source: str = "", out_dir: str | Path | None = None,
                    n_boot: int = 2000, seed: int = 0) -> Path:
-    """``assay report STUDY``: trials from ``data`` (an export file) or else the database at
-    ``database_url``; exclusion rules from ``study_file`` (none when omitted); writes into
-    ``out_dir`` (default ``report-STUDY``) and returns the path of ``report.html``."""
-    if data is None and database_url is None:
-        raise ValueError("give an export file (--data) or a database URL")
-    spec = load_study(Path(study_file)) if study_file is not None else None
+    """``assay report STUDY``: the report of ``trials`` (a tidy table of that study, from an
+    export file or the study database) with the exclusion rules of ``spec`` (none when
+    None), written into ``out_dir`` (default ``report-STUDY``); returns the path of
+    ``report.html``. ``source`` and ``rules_note`` say where the trials and rules came from.
+    """
+    if trials.empty:
+        raise ValueError(f"study {study!r}: no trials to report on")
+    found = _levels(trials["study"])
+    if found != [study]:
+        raise ValueError(f"the trials are of study {', '.join(found)}, not {study!r}")
     if spec is not None and spec.slug != study:
-        raise ValueError(f"study file {study_file} is for {spec.slug!r}, not {study!r}")
-    if data is not None:
-        trials = read_trials(data)
-        found = _levels(trials["study"])
-        if found != [study]:
-            raise ValueError(f"{data}: holds study {', '.join(found)}, not {study!r}")
-        source = f"export file {Path(data).name}"
-    else:
-        trials = trials_from_db(database_url, study, include_preview=include_preview)
-        source = "study database"
-    rules_note = f"rules from {Path(study_file).name}" if spec is not None else \
-        "no study file given: only incomplete sessions are excluded"
+        raise ValueError(f"the exclusion rules are of study {spec.slug!r}, not {study!r}")
+    note = rules_note or ("no exclusion rules given: only incomplete sessions are excluded"
+                          if spec is None else "")
     return write_report(trials, spec, out_dir or f"report-{study}",
                         title=spec.title if spec is not None else None,
-                        source=f"{source}; {rules_note}", n_boot=n_boot, seed=seed)
+                        source="; ".join(x for x in (source, note) if x), n_boot=n_boot,
+                        seed=seed)

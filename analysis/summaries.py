@@ -139,7 +139,9 @@ def accuracy_table(trials: pd.DataFrame, by: Sequence[str] = ("condition", "laye
         p_lo, p_hi = bootstrap_mean_ci(p_acc, rng, n_boot, level)
         u_lo, u_hi = bootstrap_mean_ci(u_acc, rng, n_boot, level)
         k, n = int(cell["correct"].sum()), len(cell)
-        rows.append((*key, n, len(p_acc), len(u_acc), k / n, float(dprime_2afc(k, n)),
+        two_choice = "chance" not in cell or bool((cell["chance"] == 0.5).all())
+        dprime = float(dprime_2afc(k, n)) if two_choice else float("nan")
+        rows.append((*key, n, len(p_acc), len(u_acc), k / n, dprime,
                      p_acc.mean(), p_lo, p_hi, u_acc.mean(), u_lo, u_hi))
     out = pd.DataFrame(rows, columns=[*by, "n_trials", "n_participants", "n_units",
                                       "accuracy", "dprime", "participant_mean",
@@ -158,21 +160,31 @@ def _keep_levels(out: pd.DataFrame, trials: pd.DataFrame, by: Sequence[str]) -> 
 
 def chance_tests(trials: pd.DataFrame, by: Sequence[str] = ("condition", "layer"),
                  kinds: Sequence[str] = MAIN, included_only: bool = True,
-                 chance: float = 0.5, alpha: float = 0.05) -> pd.DataFrame:
+                 chance: float | None = None, alpha: float = 0.05) -> pd.DataFrame:
     """Is accuracy in each cell above chance? One-sample t tests on participants' accuracies
-    (participants are the unit of replication), with Holm and BH adjustments across cells."""
+    (participants are the unit of replication), with Holm and BH adjustments across cells.
+
+    Chance is ``chance`` if given, else each cell's from the trials' ``chance`` column (the
+    paradigm's: 1/2 for 2AFC, 1/n for intruder detection), else 0.5."""
     per_p = cluster_accuracy(trials, "participant", by, kinds, included_only)
+    levels = _main(trials, kinds, included_only)
+    if chance is None and "chance" in levels:
+        cell_chance = levels.groupby(list(by), observed=True)["chance"].mean()
+    else:
+        cell_chance = None
     rows = []
     for key, cell in per_p.groupby(list(by), observed=True):
         acc = cell["accuracy"].to_numpy()
+        level = chance if chance is not None else (
+            float(cell_chance.loc[key]) if cell_chance is not None else 0.5)
         if len(acc) < 2 or np.ptp(acc) == 0:
             t_stat, p = float("nan"), float("nan")
         else:
-            res = stats.ttest_1samp(acc, chance)
+            res = stats.ttest_1samp(acc, level)
             t_stat, p = float(res.statistic), float(res.pvalue)
-        rows.append((*key, len(acc), acc.mean(), t_stat, p))
-    out = _keep_levels(pd.DataFrame(rows, columns=[*by, "n_participants", "participant_mean",
-                                                   "t", "p"]), trials, by)
+        rows.append((*key, len(acc), level, acc.mean(), t_stat, p))
+    out = _keep_levels(pd.DataFrame(rows, columns=[*by, "n_participants", "chance",
+                                                   "participant_mean", "t", "p"]), trials, by)
     ok = out["p"].notna().to_numpy()
     for method in ("holm", "fdr_bh"):
         out[f"p_{method}"] = np.nan

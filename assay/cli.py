@@ -13,27 +13,32 @@ from pathlib import Path
 
 import click
 import pandas as pd
+from sqlalchemy import select
 
 from analysis import glmm, lmm
+from analysis.load import read_trials, tidy
 from analysis.report import report_command
 from assay import __version__
-from experiments.study import StudyFileError, load_study
-from experiments.two_afc import PlanError
+from experiments.paradigms import PARADIGMS
+from experiments.paradigms.base import PlanError
+from experiments.study import StudyFileError, StudySpec, load_study
 from server.app import create_app
-from server.catalog import import_stimulus_set, launch_study
+from server.catalog import import_stimulus_set, latest_version, launch_study
 from server.config import load_config
 from server.devserver import serving
 from server.export import trial_rows, write_export
 from server.extensions import get_db
-from server.migrate import upgrade
+from server.migrate import SchemaError, check_at_head, upgrade
+from server.models import STUDY_STATES, Study
 from server.researchers import create_researcher
 from server.simulate import SimulationError, simulate
 from stimuli.procedural import build_procedural_set
 from stimuli.stimulus_set import StimulusSetError, load_stimulus_set
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+ROOT = Path(__file__).resolve().parent.parent
+DEMOS = ROOT / "experiments" / "demos"  # one study file per demo: `assay demo --study NAME`
 DEMO_USER = ("demo", "demo-password")
-DEMO_BUILD = Path(__file__).resolve().parent.parent / "stimuli" / "configs" / "demo-build.toml"
+DEMO_BUILD = ROOT / "stimuli" / "configs" / "demo-build.toml"
 
 db_option = click.option(
     "--database-url",
@@ -55,6 +60,24 @@ def _app(database_url: str | None, **extra):
     app = create_app({**config, **extra})
     upgrade(app.config["DATABASE_URL"])
     return app
+
+
+def _reader_app(database_url: str | None):
+    """An app on an existing database at the newest schema, which it never changes."""
+    url = database_url or load_config()["DATABASE_URL"]
+    try:
+        check_at_head(url)
+    except SchemaError as exc:
+        _fail(str(exc))
+    return create_app({"DATABASE_URL": url})
+
+
+def launched_spec(db_session, slug: str) -> tuple[StudySpec, int] | None:
+    """The spec of a study's newest launched version, and that version's number."""
+    version = latest_version(db_session, slug)
+    if version is None:
+        return None
+    return StudySpec.model_validate(version.spec), version.version
 
 
 def _fail(message: str) -> None:
@@ -177,6 +200,26 @@ def study_launch(file: Path, database_url: str | None, base_url: str) -> None:
     click.echo("  " + participant_url(base_url, launched.slug))
 
 
+@study.command("state")
+@click.argument("slug")
+@click.argument("state", required=False, type=click.Choice(STUDY_STATES))
+@db_option
+def study_state(slug: str, state: str | None, database_url: str | None) -> None:
+    """Show or set whether a study lets new participants in (open, full, paused, closed);
+    those already inside may always finish."""
+    app = _app(database_url)
+    with app.app_context():
+        db_session = get_db()
+        with db_session.begin():
+            row = db_session.scalar(select(Study).where(Study.slug == slug))
+            if row is None:
+                _fail(f"no study {slug!r}")
+            if state is not None:
+                row.state = state
+            shown = row.state
+    click.echo(f"study {slug}: {shown}")
+
+
 @main.group()
 def admin() -> None:
     """Researcher accounts."""
@@ -206,9 +249,10 @@ def admin_create_user(username: str, password: str, database_url: str | None) ->
 @db_option
 def export(slug: str, out: Path, include_preview: bool, database_url: str | None) -> None:
     """Write tidy trial-level data (CSV, or Parquet for a .parquet file name)."""
-    app = _app(database_url)
+    app = _reader_app(database_url)
     with app.app_context():
         frame = trial_rows(get_db(), slug, include_preview=include_preview)
+    app.extensions["assay.engine"].dispose()
     try:
         write_export(frame, out)
     except ValueError as exc:
@@ -278,7 +322,7 @@ def glmm_cmd(
 @click.option(
     "--study-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The study file whose [exclusions] to apply.",
+    help="Take the exclusion rules from this study file instead of the launched version.",
 )
 @click.option(
     "--out",
@@ -298,22 +342,52 @@ def report(
     seed: int,
     database_url: str | None,
 ) -> None:
-    """Write the HTML report (plots, exclusions, mixed models) and tidy result CSVs."""
-    if data_path is None and database_url is None:
-        database_url = load_config()["DATABASE_URL"]
+    """Write the HTML report (plots, exclusions, mixed models) and tidy result CSVs.
+
+    The exclusion rules are those of the study's newest launched version (from the
+    database), unless --study-file names a study file; the report says which ran."""
     try:
-        path = report_command(
-            slug,
-            out_dir=out_dir,
-            data=data_path,
-            database_url=database_url,
-            study_file=study_file,
-            include_preview=include_preview,
-            seed=seed,
-        )
+        spec, rules_note, launched = None, "", None
+        if study_file is not None:
+            spec = load_study(study_file)
+            rules_note = f"exclusion rules from {study_file.name}"
+        if data_path is None:
+            app = _reader_app(database_url)
+            with app.app_context():
+                frame = trial_rows(get_db(), slug, include_preview=include_preview)
+                launched = launched_spec(get_db(), slug)
+            app.extensions["assay.engine"].dispose()
+            if launched is None:
+                _fail(f"no study {slug!r} in the database")
+            trials, source = tidy(frame), "study database"
+        else:
+            trials, source = read_trials(data_path), f"export file {data_path.name}"
+            if spec is None:
+                launched = _launched_if_reachable(database_url, slug)
+        if spec is None and launched is not None:
+            spec, version = launched
+            rules_note = f"exclusion rules of launched version {version}"
+        path = report_command(slug, trials, spec=spec, rules_note=rules_note, source=source,
+                              out_dir=out_dir, seed=seed)
     except (ValueError, StudyFileError, OSError) as exc:
         _fail(str(exc))
+    click.echo(rules_note or "no exclusion rules found (no launched version in the database, "
+               "no --study-file): only incomplete sessions are excluded")
     click.echo(f"wrote {path}")
+
+
+def _launched_if_reachable(database_url: str | None, slug: str) -> tuple[StudySpec, int] | None:
+    """The launched spec when the database is there and at the newest schema, else None."""
+    url = database_url or load_config()["DATABASE_URL"]
+    try:
+        check_at_head(url)
+    except SchemaError:
+        return None
+    app = create_app({"DATABASE_URL": url})
+    with app.app_context():
+        launched = launched_spec(get_db(), slug)
+    app.extensions["assay.engine"].dispose()
+    return launched
 
 
 @main.command("serve")
@@ -325,7 +399,15 @@ def serve(database_url: str | None, host: str, port: int) -> None:
     _app(database_url).run(host=host, port=port, threaded=True)
 
 
+def demo_studies() -> dict[str, Path]:
+    """The bundled demo studies, one study file each in experiments/demos/, by name."""
+    return {path.stem: path for path in sorted(DEMOS.glob("*.toml"))}
+
+
 @main.command("demo")
+@click.option("--study", "study_name", default="2afc", show_default=True,
+              help="Which bundled demo study (see --list).")
+@click.option("--list", "list_only", is_flag=True, help="Name the demo studies and exit.")
 @click.option(
     "--workdir",
     default=".assay/demo",
@@ -351,6 +433,8 @@ def serve(database_url: str | None, host: str, port: int) -> None:
     help="With --stimuli model: the build configuration.",
 )
 def demo(
+    study_name: str,
+    list_only: bool,
     workdir: Path,
     n_simulated: int,
     no_serve: bool,
@@ -358,7 +442,16 @@ def demo(
     stimuli_source: str,
     build_config: Path,
 ) -> None:
-    """Build the demo stimuli, launch the demo study on SQLite and serve it."""
+    """Build a demo study's stimuli, launch it on SQLite and serve it; with --simulate N
+    --no-serve, run it headless to an export and a report."""
+    demos = demo_studies()
+    if list_only:
+        for name, path in demos.items():
+            spec = load_study(path)
+            click.echo(f"{name:12s} {spec.paradigm.id:15s} {spec.title}")
+        return
+    if study_name not in demos:
+        _fail(f"no demo study {study_name!r} (demo studies: {', '.join(demos)})")
     workdir.mkdir(parents=True, exist_ok=True)
     if stimuli_source == "model":
         from stimuli.build import build_stimuli  # torch takes seconds to import: only here
@@ -367,17 +460,20 @@ def demo(
         build_stimuli(build_config, output=workdir / "stimuli")
     else:
         build_procedural_set(workdir / "stimuli")
-    study_file = workdir / "study.toml"
-    shutil.copyfile(EXPERIMENTS / "demo.toml", study_file)
+    study_file = workdir / f"{study_name}.toml"
+    shutil.copyfile(demos[study_name], study_file)
     spec = load_study(study_file)
     url_db = f"sqlite:///{(workdir / 'assay.db').resolve()}"
     app = _app(url_db, INSTANCE_DIR=workdir, ENTRY_RATE_LIMIT="1000 per minute")
-    with app.app_context():
-        db_session = get_db()
-        with db_session.begin():
-            launched = launch_study(db_session, spec, study_file)
-            with contextlib.suppress(ValueError):  # made by an earlier run
-                create_researcher(db_session, *DEMO_USER)
+    try:
+        with app.app_context():
+            db_session = get_db()
+            with db_session.begin():
+                launched = launch_study(db_session, spec, study_file)
+                with contextlib.suppress(ValueError):  # made by an earlier run
+                    create_researcher(db_session, *DEMO_USER)
+    except (PlanError, StimulusSetError) as exc:
+        _fail(str(exc))
     click.echo(f"demo study {launched.slug} version {launched.version}, database {url_db}")
     with serving(app, port=0 if no_serve else port) as base:
         click.echo(
@@ -392,19 +488,45 @@ def demo(
             click.echo(f"simulated {len(results)} participants: {done} completed")
             with app.app_context():
                 frame = trial_rows(get_db(), launched.slug)
-            write_export(frame, workdir / "trials.csv")
-            click.echo(f"exported {len(frame)} trials to {workdir / 'trials.csv'}")
+                launched_now = launched_spec(get_db(), launched.slug)
+            export_path = workdir / f"{study_name}-trials.csv"
+            write_export(frame, export_path)
+            click.echo(f"exported {len(frame)} trials to {export_path}")
+            rules, version = launched_now
             path = report_command(
-                launched.slug,
-                data=workdir / "trials.csv",
-                study_file=study_file,
-                out_dir=workdir / "report",
+                launched.slug, tidy(frame), spec=rules, source="study database",
+                rules_note=f"exclusion rules of launched version {version}",
+                out_dir=workdir / f"{study_name}-report",
             )
             click.echo(f"report: {path}")
         if not no_serve:
             click.echo("serving; press Ctrl+C to stop")
             with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()
+
+
+@main.command("paradigms")
+def paradigms_cmd() -> None:
+    """The paradigm registry: id, revision, what it is (one line each)."""
+    for pid, paradigm in PARADIGMS.items():
+        click.echo(f"{pid:15s} r{paradigm.revision}  {paradigm.description}")
+
+
+@main.command("methods")
+def methods_cmd() -> None:
+    """The registries of explanation methods, unit sources and models (one line each)."""
+    from stimuli.registry import METHODS, MODELS, SOURCES, load_plugins  # imports torch
+
+    load_plugins()
+    click.echo("explanation methods:")
+    for mid, method in METHODS.items():
+        click.echo(f"  {mid:13s} r{method.revision}  {method.description}")
+    click.echo("unit sources:")
+    for sid, source in SOURCES.items():
+        click.echo(f"  {sid:13s} r{source.revision}  {source.description}")
+    click.echo("models:")
+    for name, loader in MODELS.items():
+        click.echo(f"  {name:13s}     {loader.description}")
 
 
 if __name__ == "__main__":

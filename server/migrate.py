@@ -5,14 +5,18 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
+from sqlalchemy.exc import OperationalError
 
 from server.config import ROOT
-from server.db import normalize_url
+from server.db import make_engine, normalize_url
 
 
 def alembic_config(url: str) -> Config:
@@ -24,6 +28,34 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+class SchemaError(RuntimeError):
+    """A database that is missing, unreachable or not at the newest schema."""
+
+
+def check_at_head(url: str) -> None:
+    """Refuse a database that readers (export, report) cannot use as it is: they never
+    create or migrate one. The message names the database (password hidden) and the fix."""
+    parsed = make_url(normalize_url(url))
+    shown = parsed.render_as_string(hide_password=True)
+    file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if file not in (None, "", ":memory:") and not Path(file).is_file():
+        raise SchemaError(f"no database at {shown}")
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise SchemaError(f"cannot connect to {shown}: {exc.orig}") from None
+    finally:
+        engine.dispose()
+    if current != head:
+        raise SchemaError(
+            f"the database {shown} is at schema revision {current or 'none'}, not {head}: "
+            "run `assay db upgrade` first (export and report never change a database)"
+        )
 
 
 def libpq_dsn(url: str) -> str:

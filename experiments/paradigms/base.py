@@ -108,6 +108,7 @@ class Paradigm:
     methods that raise NotImplementedError."""
 
     id: ClassVar[str]
+    revision: ClassVar[int]  # bump when its plans, views or scoring change
     Options: ClassVar[type[ParadigmOptions]]
     Answer: ClassVar[type[Answer]]
     description: ClassVar[str] = ""

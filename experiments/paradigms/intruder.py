@@ -54,6 +54,7 @@ class IntruderAnswer(Answer):
 
 class Intruder(Paradigm):
     id = "intruder"
+    revision = 1
     Options = IntruderOptions
     Answer = IntruderAnswer
     description = "intruder detection: find the image that is not an exemplar of the unit"
@@ -160,12 +161,15 @@ class Intruder(Paradigm):
         }
 
     def simulate(self, view, options, rng, skill, features):
-        """Picks the image farthest in mean colour from the mean of the others, noisily."""
+        """Picks the image farthest in mean colour from the mean of the others, noisily;
+        distances are z-scored within the trial, so what counts is how much the intruder
+        stands out against the exemplars' own spread, not the images' colour scale."""
         x = np.array([features(u) for u in view["items"]])  # n, 3
         total = x.sum(axis=0)
         others = (total[None, :] - x) / (len(x) - 1)
         distance = np.linalg.norm(x - others, axis=1)
-        utility = skill * distance / 40.0 + rng.gumbel(size=len(x))
+        z = (distance - distance.mean()) / (distance.std() + 1e-9)
+        utility = 2.0 * skill * z + rng.gumbel(size=len(x))
         choice = int(np.argmax(utility))
         margin = np.sort(utility)[-1] - np.sort(utility)[-2]
         return {"choice": choice, "confidence": int(min(3, 1 + margin // 1.5))}

@@ -58,6 +58,7 @@ def _shown(refs: list[str], k: int, keep: str | None) -> list[str]:
 
 class TwoAFC(Paradigm):
     id = "2afc_exemplar"
+    revision = 1
     Options = TwoAFCOptions
     Answer = TwoAFCAnswer
     description = "2AFC exemplar task: which query goes with the strong references?"
