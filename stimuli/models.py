@@ -154,7 +154,7 @@ def model_checksum(model: nn.Module) -> str:
     for key, value in sorted(model.state_dict().items()):
         tensor = value.detach().to("cpu").contiguous()
         digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d too
     return digest.hexdigest()
 
 

@@ -49,3 +49,11 @@ def test_demo_model_trains_once_and_is_cached(tmp_path):
     again = load_demo_model(data="procedural", train_samples=3000, epochs=2, cache_dir=tmp_path)
     assert model_checksum(again.model) == model_checksum(first.model)
     assert again.accuracy == first.accuracy > 0.5  # chance is 0.1
+
+
+def test_checksum_covers_scalar_buffers():
+    """BatchNorm's num_batches_tracked is a 0-d tensor (every torchvision ResNet has them)."""
+    model = torch.nn.BatchNorm2d(3)
+    before = model_checksum(model)
+    model.num_batches_tracked += 1
+    assert model_checksum(model) != before
