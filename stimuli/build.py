@@ -29,7 +29,14 @@ from stimuli.build_config import BuildConfig, load_build_config
 from stimuli.cache import TensorCache, digest_of, seed_from
 from stimuli.exemplars import ExemplarSearch
 from stimuli.explain_context import ExplainContext, UnitStatistics
-from stimuli.images import ArrayImages, ImageFolder, ImageSource, ImageTransform, iter_batches
+from stimuli.images import (
+    ArrayImages,
+    ImageFolder,
+    ImageSource,
+    ImageTransform,
+    center_square,
+    iter_batches,
+)
 from stimuli.importance import unit_importance
 from stimuli.methods.base import Method, UnitRef
 from stimuli.model_loaders import LoadedModel
@@ -51,7 +58,7 @@ log = logging.getLogger(__name__)
 
 # Revision of the builder's own stages (position samples, extremes, importance): bump it
 # when their code changes what they compute. Sources and methods carry their own.
-STAGE_REVISION = 1
+STAGE_REVISION = 2  # 2: images are centre-cropped squares, not squashed
 
 Family = tuple[str, str]  # (hooked layer, source id); "" is the model's output
 
@@ -98,7 +105,7 @@ class StimulusBuilder:
     # -- model and images ---------------------------------------------------------------
     def _load_model(self) -> LoadedModel:
         options = self.config.model_options
-        loaded = MODELS[options.source].load(  # type: ignore[attr-defined]
+        loaded = MODELS[options.source]().load(  # type: ignore[attr-defined]
             options, seed=self.config.seed, cache_dir=self.cache.directory, device=self.device
         )
         loaded.model = loaded.model.to(self.device).eval()
@@ -395,13 +402,12 @@ class StimulusBuilder:
         return params
 
     def _render(self, pool: _Pool, index: int) -> bytes:
+        """The PNG a participant sees: the centre square the model saw, at display size."""
         image = pool.source.load(index)
         size = self.config.images.display_size
-        if size is not None and image.size != (size, size):
-            small = max(image.size) < size
-            resample = Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS
-            image = image.resize((size, size), resample)
-        return encode_png(image)
+        small = size is not None and min(image.size) < size
+        resample = Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS
+        return encode_png(center_square(image, size, resample))
 
     def _manifest(self, loaded, pool, sources, statistics, units, importance, explanations,
                   ctx) -> StimulusManifest:

@@ -8,6 +8,7 @@ one line each.
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,8 @@ from stimuli.methods.base import MethodConfig
 from stimuli.model_loaders import ModelConfig
 from stimuli.registry import METHODS, MODELS, SOURCES, load_plugins
 from stimuli.sources.base import SourceConfig
+
+log = logging.getLogger(__name__)
 
 
 class BuildConfigError(ValueError):
@@ -110,12 +113,12 @@ def validate_build(raw: dict[str, Any]) -> BuildConfig:
     methods = raw.get("methods", BuildConfig.model_fields["methods"].default)
     sources = sources if isinstance(sources, list) else []
     methods = methods if isinstance(methods, list) else []
-    for name, registry, kind in (("sources", SOURCES, "unit source"),
-                                 ("methods", METHODS, "explanation method")):
+    for name, registry, kind in (("sources", SOURCES, "a unit source"),
+                                 ("methods", METHODS, "an explanation method")):
         listed = sources if name == "sources" else methods
         for i, plugin_id in enumerate(listed):
             if plugin_id not in registry:
-                problems.append(f"{name}.{i}: {plugin_id!r} is not a {kind} "
+                problems.append(f"{name}.{i}: {plugin_id!r} is not {kind} "
                                 f"(known: {', '.join(sorted(registry))})")
         if len(set(map(str, listed))) != len(listed):
             problems.append(f"{name}: an id is listed twice")
@@ -136,9 +139,9 @@ def validate_build(raw: dict[str, Any]) -> BuildConfig:
         if key not in SOURCES and key not in METHODS:
             problems.append(f"{key}: unknown setting (a table must be named after a listed "
                             "source or method)")
-        elif key not in sources and key not in methods:
-            problems.append(f"{key}: options of {key!r}, which is not listed in "
-                            f"{'sources' if key in SOURCES else 'methods'}")
+        elif key not in sources and key not in methods:  # kept for when it is listed again
+            log.warning("[%s] is ignored: %r is not listed in %s", key, key,
+                        "sources" if key in SOURCES else "methods")
     for source_id in sources:
         for method_id in methods:
             if source_id in SOURCES and method_id in plugins:

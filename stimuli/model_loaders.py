@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -97,6 +97,9 @@ class VisionConfig(ModelConfig):
     arch: str = Field(min_length=1)
     weights: Path  # a local state dict; nothing is downloaded
     classes: list[str] | None = None
+    # the architecture builder's arguments (num_classes; timm: img_size, depth...), as the
+    # weights were saved with
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class TorchvisionConfig(VisionConfig):
@@ -113,7 +116,8 @@ class TorchvisionLoader(ModelLoader):
     description = "a torchvision architecture with local weights (the 'vision' extra)"
 
     def load(self, config: TorchvisionConfig, *, seed, cache_dir, device) -> LoadedModel:
-        model = load_vision_model("torchvision", config.arch, config.weights)
+        model = load_vision_model("torchvision", config.arch, config.weights,
+                                  options=config.options)
         return LoadedModel(model, {"source": "torchvision", "name": config.arch},
                            classes=config.classes)
 
@@ -124,5 +128,5 @@ class TimmLoader(ModelLoader):
     description = "a timm architecture with local weights (the 'vision' extra)"
 
     def load(self, config: TimmConfig, *, seed, cache_dir, device) -> LoadedModel:
-        model = load_vision_model("timm", config.arch, config.weights)
+        model = load_vision_model("timm", config.arch, config.weights, options=config.options)
         return LoadedModel(model, {"source": "timm", "name": config.arch}, classes=config.classes)

@@ -18,16 +18,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
-    StringConstraints,
+    Tag,
     ValidationError,
     model_validator,
 )
@@ -36,7 +39,16 @@ SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 IMAGE_DIR = "images"
 
-Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _digest(value: str) -> str:
+    if not _SHA256.match(value):
+        raise ValueError(f"{value[:80]!r} is not a SHA-256 hex digest")
+    return value
+
+
+Digest = Annotated[str, AfterValidator(_digest)]
 Scalar = float | int | str | bool | None
 EntryType = Literal["unit", "category", "decision"]
 
@@ -65,8 +77,17 @@ class Pair(_Strict):
     min: ImageRef
 
 
+def _role_kind(value: Any) -> str:
+    first = value[0] if isinstance(value, list) and value else None
+    return "pairs" if isinstance(first, Pair) or (isinstance(first, dict) and "max" in first) \
+        else "images"
+
+
 # A role is an ordered list of images (references, drawings, maps) or of pairs (queries).
-Role = list[Pair] | list[ImageRef]
+Role = Annotated[
+    Annotated[list[Pair], Tag("pairs")] | Annotated[list[ImageRef], Tag("images")],
+    Discriminator(_role_kind),
+]
 
 
 def role_images(role: Role) -> list[ImageRef]:

@@ -84,6 +84,12 @@ class NMFSource(_Dictionary):
             return X.clamp(min=0)
         return X
 
+    def encoder(self) -> Encoder:
+        """Codes of the activations clamped at 0, as the dictionary was fitted on them (a
+        transformer's residual stream, unlike a ReLU's output, is signed)."""
+        encode = self.estimator.encode
+        return lambda X: encode(X.clamp(min=0))
+
 
 class SAESource(_Dictionary):
     """A TopK sparse autoencoder on the layer's activations."""

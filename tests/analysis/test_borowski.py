@@ -29,10 +29,10 @@ def test_mapping_to_tidy_columns(trials):
     assert kinds.to_dict() == {"main": 1350, "repeated": 180, "catch": 180, "practice": 150}
     main = trials[trials["trial_kind"] == "main"]
     assert main["unit_id"].nunique() == 45  # 9 layers x (4 branches + 1 hand-picked)
-    assert main["unit_kind"].value_counts()[["sampled", "hand-picked"]].tolist() == [1080, 270]
+    assert main["source"].value_counts()[["sampled", "hand-picked"]].tolist() == [1080, 270]
     assert main["layer"].cat.categories.tolist()[:3] == ["3a", "3b", "4a"]
     assert main["layer"].notna().all()
-    assert set(trials.loc[trials["trial_kind"] == "catch", "unit_kind"]) == {"auxiliary"}
+    assert set(trials.loc[trials["trial_kind"] == "catch", "source"]) == {"auxiliary"}
     # The published file has one negative RT (-68.7 ms, S05, none_post): kept as it is; the
     # log-RT models leave out non-positive times.
     assert (trials["rt_ms"] <= 0).sum() == 1

@@ -10,9 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from analysis.exclusions import ORDER, apply_exclusions, as_rules
-from analysis.load import SESSION_COLUMNS, read_trials, session_table, tidy
+from analysis.load import read_trials, session_table, tidy
+from analysis.schema import COLUMNS, SESSION_COLUMNS
 from experiments.study import Exclusions, load_study
-from server.export import COLUMNS, write_export
+from server.export import write_export
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -50,19 +51,22 @@ def make_trials(people: dict[str, dict] | None = None, *, n_main: int = 20, n_ca
                 "status": p.get("status", "completed"),
                 "block": 0 if kind == "practice" else 1 + i % 2, "trial_index": i,
                 "attempt": 1 + i // 2 if kind == "practice" else 1, "trial_kind": kind,
-                "unit_id": f"u{unit}", "unit_kind": "neuron",
+                "unit_id": f"u{unit}", "source": "neuron", "paradigm": "2afc_exemplar",
                 "layer": layers[unit % len(layers)], "choice": choice,
-                "confidence": 1 + i % 3, "correct": correct, "rt_ms": 800.0 + 37 * (i % 11),
+                "confidence": 1 + i % 3, "correct": correct, "chance": 0.5,
+                "rt_ms": 800.0 + 37 * (i % 11),
                 "presented_at": start + i * step, "responded_at": start + (i + 0.9) * step,
                 "n_events": 2,
                 "started_at": start - timedelta(minutes=1),
                 "finished_at": start + len(kinds) * step + timedelta(minutes=1),
                 "instructions_seconds": p.get("instructions", 60.0),
                 "practice_attempts": attempts, "participant_key": p.get("key", "k-" + pid),
+                "cov_importance": 0.01 * (unit + 1),
             })
     frame = pd.DataFrame(rows)
+    extra = ["choice", "confidence", "cov_importance"]
     if not session_columns:  # trial columns only, as an export without session data
-        frame = frame[[c for c in COLUMNS if c not in SESSION_COLUMNS]]
+        frame = frame[[c for c in COLUMNS if c not in SESSION_COLUMNS] + extra]
     return tidy(frame)
 
 
@@ -189,8 +193,9 @@ def _with(col: str, value: object) -> pd.DataFrame:
      r"^not a trial export: missing column\(s\) layer, rt_ms$"),
     (lambda: _with("correct", "maybe"),
      r"^column 'correct': 1 value\(s\) are not true/false \(first: 'maybe'\)$"),
-    (lambda: _with("choice", "left"),
-     r"^column 'choice': values must be 'a' or 'b' \(first: 'left'\)$"),
+    (lambda: _with("chance", "half"), r"^column 'chance': values must be numbers$"),
+    (lambda: _with("confidence", "high"),
+     r"^column 'confidence': 1 value\(s\) are not integers \(first: 'high'\)$"),
     (lambda: _with("attempt", 1.5),
      r"^column 'attempt': 1 value\(s\) are not integers \(first: 1.5\)$"),
     (lambda: _with("rt_ms", "fast"), r"^column 'rt_ms': values must be numbers$"),
@@ -215,3 +220,21 @@ def test_bad_files_and_rules(tmp_path):
     with pytest.raises(ValueError, match=r"^trials are already flagged \(column 'excluded' "
                                          r"exists\)$"):
         apply_exclusions(flagged, None)
+
+
+def test_exports_of_before_paradigm_plugins_still_load(tmp_path):
+    """unit_kind was renamed source; paradigm and chance did not exist: all 2AFC."""
+    old = make_trials().drop(columns=["paradigm", "chance"]).rename(
+        columns={"source": "unit_kind"})
+    old.to_csv(tmp_path / "old.csv", index=False)
+    back = read_trials(tmp_path / "old.csv")
+    assert "unit_kind" not in back and back["source"].astype(str).unique().tolist() == ["neuron"]
+    assert back["paradigm"].astype(str).unique().tolist() == ["2afc_exemplar"]
+    assert (back["chance"] == 0.5).all()
+
+
+def test_same_response_rule_is_not_applied_without_a_choice_column():
+    result = apply_exclusions(make_trials().drop(columns=["choice", "confidence"]),
+                              {"max_same_response_fraction": 0.9})
+    note = result.table.set_index("rule").loc["max_same_response_fraction", "note"]
+    assert note == "not applied: the data have no choice column"

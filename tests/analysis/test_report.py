@@ -6,15 +6,20 @@ from __future__ import annotations
 import base64
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from analysis.borowski import data_path, write_borowski_report
-from analysis.load import trials_from_db
+from analysis.covariates import standardize_covariates
+from analysis.load import read_trials, tidy
 from analysis.report import ModelSpec, report_command, write_report
-from server.export import write_export
+from experiments.study import load_study
+from server.export import trial_rows, write_export
+from server.extensions import get_db
 from tests.analysis.conftest import shared_dir
 from tests.analysis.test_exclusions import make_trials
 from tests.conftest import demo_spec
@@ -78,9 +83,15 @@ def test_report_csv_results(report):
     assert pd.read_csv(out / "trials_flagged.csv")["participant"].nunique() == 12
     models = pd.read_csv(out / "models.csv")
     assert models["error"].isna().all()
-    assert models["family"].tolist() == ["binomial(logit)", "gaussian"]
+    assert models["family"].tolist() == ["binomial(logit)", "gaussian", "binomial(logit)"]
+    assert models["formula"].iloc[2] == \
+        "correct ~ condition * layer + importance_z + (1|participant) + (1|unit_id)"
     fixef = pd.read_csv(out / "model_fixef.csv")
-    assert set(fixef["term"]) == {"(Intercept)", "conditionneurons"}
+    first = fixef[fixef["model"] == models["model"].iloc[0]]
+    assert set(first["term"]) == {"(Intercept)", "conditionneurons"}
+    third = fixef[fixef["model"] == models["model"].iloc[2]]
+    assert "importance_z" in set(third["term"]) and "conditionneurons:layerlate" in set(
+        third["term"])
     assert {"se", "se_rx", "p", "ci_lower", "ci_upper"} <= set(fixef.columns)
     accuracy = pd.read_csv(out / "accuracy_by_condition.csv")
     assert accuracy["n_participants"].tolist() == [5, 5]
@@ -102,45 +113,66 @@ def test_report_escapes_text_and_keeps_model_errors(tmp_path):
 def test_report_command_from_an_export_file(tmp_path):
     data = tmp_path / "trials.parquet"
     write_export(study_trials(), data)
-    path = report_command("demo-2afc", data=data, study_file=DEMO, out_dir=tmp_path / "r",
-                          n_boot=50)
+    path = report_command("demo-2afc", read_trials(data), spec=load_study(DEMO),
+                          rules_note="rules from 2afc.toml", source="export file",
+                          out_dir=tmp_path / "r", n_boot=50)
     html = path.read_text()
     assert "Which image belongs with the examples?" in html  # the study's title
-    assert "rules from demo.toml" in html
+    assert "rules from 2afc.toml" in html
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({}, r"^give an export file \(--data\) or a database URL$"),
-    ({"data": "trials.csv", "study_file": DEMO},
-     r"demo.toml is for 'demo-2afc', not 'other'$"),
-    ({"data": "DATA"}, r"trials.csv: holds study demo-2afc, not 'other'$"),
-])
-def test_report_command_bad_inputs(tmp_path, kwargs, message):
-    write_export(study_trials(), tmp_path / "trials.csv")
-    if kwargs.get("data") == "DATA":
-        kwargs["data"] = tmp_path / "trials.csv"
-    with pytest.raises(ValueError, match=message):
-        report_command("other", out_dir=tmp_path / "r", **kwargs)
+def test_report_command_refuses_trials_or_rules_of_another_study(tmp_path):
+    trials = study_trials()
+    with pytest.raises(ValueError, match=r"^the trials are of study demo-2afc, not 'other'$"):
+        report_command("other", trials, out_dir=tmp_path / "r")
+    spec = load_study(DEMO).model_copy(update={"slug": "other"})
+    with pytest.raises(ValueError, match=r"^the exclusion rules are of study 'other', not "
+                                         r"'demo-2afc'$"):
+        report_command("demo-2afc", trials, spec=spec, out_dir=tmp_path / "r")
+    with pytest.raises(ValueError, match=r"^study 'demo-2afc': no trials to report on$"):
+        report_command("demo-2afc", trials.iloc[:0], out_dir=tmp_path / "r")
 
 
-def test_report_from_the_study_database(app, launch, database_url, tmp_path):
+def test_report_from_the_study_database(app, launch, tmp_path):
     slug = launch()
     done = Participant(app.test_client(), slug, pid="PID-REP-1")
     complete(done, session_of(app, done).plan)
     screened = Participant(app.test_client(), slug, pid="PID-REP-2")
     complete(screened, session_of(app, screened).plan, catch_wrong=True)
-    trials = trials_from_db(database_url, slug)
+    with app.app_context():
+        trials = tidy(trial_rows(get_db(), slug))
     assert trials["participant"].nunique() == 2
-    assert trials["correct"].dtype == bool
-    path = report_command(slug, database_url=database_url, out_dir=tmp_path, n_boot=50)
+    assert trials["correct"].dtype == bool and trials["cov_importance"].dtype == float
+    path = report_command(slug, trials, spec=demo_spec(slug), source="study database",
+                          out_dir=tmp_path, n_boot=50)
     sessions = pd.read_csv(tmp_path / "participants.csv")
     assert sorted(sessions["status"]) == ["completed", "screened_out"]
     assert sessions["excluded"].sum() == 1
-    assert "from study database" in path.read_text()
-    with pytest.raises(ValueError, match="^study 'nothing-here': no trials in the database$"):
-        trials_from_db(database_url, "nothing-here")
-    spec = demo_spec(slug)
-    assert spec.exclusions.catch_min_accuracy == 0.5
+    assert "study database" in path.read_text()
+
+
+def test_covariates_are_standardized_over_units_within_source_and_layer():
+    trials = pd.DataFrame({
+        "unit_id": ["a", "a", "a", "b", "c", "d", "e"],
+        "source": ["nmf"] * 3 + ["nmf", "nmf", "neuron", "neuron"],
+        "layer": ["l1"] * 7,
+        "cov_importance": [1.0, 1.0, 1.0, 2.0, 3.0, 10.0, 10.0],
+    })
+    z = standardize_covariates(trials)["importance_z"]
+    # nmf units a, b, c count once each (a has three trials): mean 2, sd 1
+    assert z.tolist()[:5] == pytest.approx([-1.0, -1.0, -1.0, 0.0, 1.0])
+    assert z.tolist()[5:] == [0.0, 0.0]  # one value for every neuron: no spread
+    with pytest.raises(ValueError, match="no covariate column 'cov_size'"):
+        standardize_covariates(trials, ["size"])
+
+
+def test_the_analysis_never_imports_the_server():
+    code = ("import sys, analysis, analysis.report, analysis.load, analysis.exclusions, "
+            "analysis.covariates, analysis.borowski; "
+            "print(sorted(m for m in sys.modules if m == 'server' or m.startswith('server.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 def test_borowski_report(borowski_report):

@@ -4,8 +4,10 @@ import torch
 
 from stimuli.activations import RunningExtremes, pool, sample_positions, tie_rank, unit_scores
 from stimuli.demo_model import DemoCNN, demo_dataset, demo_preprocess
-from stimuli.exemplars import ExemplarSearch, SplitParams, split_exemplars
+from stimuli.exemplars import ExemplarSearch
+from stimuli.explain_context import UnitStatistics
 from stimuli.importance import unit_importance
+from stimuli.methods.exemplars import ExemplarsConfig, split_exemplars
 from stimuli.nmf import NMF, nnls_codes
 from tests.stimuli.conftest import planted_dictionary
 
@@ -37,49 +39,51 @@ def test_pooling_and_dictionary_scores():
         pool(acts, "median")
 
 
+def stats_of(top, bottom, subset_index=(), subset_scores=()) -> UnitStatistics:
+    """One unit's statistics from its ranked image indices (most extreme first)."""
+    top, bottom = torch.as_tensor(np.asarray(top))[None], torch.as_tensor(np.asarray(bottom))[None]
+    index = torch.as_tensor(np.asarray(subset_index, dtype=np.int64))
+    scores = torch.as_tensor(np.asarray(subset_scores, dtype=np.float32))[:, None]
+    return UnitStatistics(top_values=-top.float(), top_indices=top,
+                          bottom_values=bottom.float(), bottom_indices=bottom,
+                          subset_index=index, subset_scores=scores)
+
+
 def test_zimmermann_split():
-    params = SplitParams(n_buckets=3, n_reference_batches=2, n_query_batches=4, catch=True)
-    assert params.n_batches == 7 and params.n_extremes == 21
-    top, bottom = np.arange(100), np.arange(100, 200)
-    split = split_exemplars(top, bottom, params, np.random.default_rng(0))
-    assert len(split.references_max) == 2 * 3 + 1  # two reference batches and the catch image
-    assert split.references_max == sorted(split.references_max)  # most extreme first
-    assert len(split.queries) == 4 and len(split.catch) == 1
-    ((catch_max, catch_min),) = split.catch
-    assert catch_max in split.references_max and catch_min in split.references_min
-    query_max = [q for q, _ in split.queries]
-    assert set(query_max).isdisjoint(split.references_max)  # held out
-    assert all(q < 21 and q % 1 == 0 for q in query_max)
+    cfg = ExemplarsConfig(n_buckets=3, n_reference_batches=2, n_query_batches=4, catch=True)
+    assert cfg.n_batches == 7 and cfg.n_extremes == 21
+    split = split_exemplars(stats_of(np.arange(100), np.arange(100, 200)), 0, cfg,
+                            np.random.default_rng(0))
+    refs_max, refs_min = split["max_refs"], split["min_refs"]
+    assert len(refs_max) == 2 * 3 + 1  # two reference batches and the catch image
+    assert refs_max == sorted(refs_max)  # most extreme first
+    assert len(split["queries"]) == 4 and len(split["catch"]) == 1
+    ((catch_max, catch_min),) = split["catch"]
+    assert catch_max in refs_max and catch_min in refs_min
+    query_max = [q for q, _ in split["queries"]]
+    assert set(query_max).isdisjoint(refs_max)  # held out
     # each batch has one image per bucket: every query comes from the most extreme bucket
     assert all(q < 7 for q in query_max)
     # references take one image from each bucket of ranks [0, 7), [7, 14), [14, 21)
-    assert sorted(r // 7 for r in split.references_max) == [0, 0, 0, 1, 1, 2, 2]
+    assert sorted(r // 7 for r in refs_max) == [0, 0, 0, 1, 1, 2, 2]
 
 
 def test_hard_queries_come_from_inner_percentiles():
-    params = SplitParams(n_buckets=2, n_query_batches=3, hard_percentiles=(0.8, 0.9))
+    cfg = ExemplarsConfig(n_buckets=2, n_query_batches=3, hard_percentiles=(0.8, 0.9))
     scores = np.linspace(0, 1, 200)  # image i scores i / 199
-    top, bottom = np.arange(199, -1, -1), np.arange(200)
-    split = split_exemplars(
-        top,
-        bottom,
-        params,
-        np.random.default_rng(1),
-        subset_index=np.arange(200),
-        subset_scores=scores,
-    )
-    assert all(159 <= a <= 180 for a, _ in split.queries)
-    assert all(19 <= b <= 40 for _, b in split.queries)
+    stats = stats_of(np.arange(199, -1, -1), np.arange(200), np.arange(200), scores)
+    split = split_exemplars(stats, 0, cfg, np.random.default_rng(1))
+    assert all(159 <= a <= 180 for a, _ in split["queries"])
+    assert all(19 <= b <= 40 for _, b in split["queries"])
 
 
-def test_split_needs_enough_extremes():
+def test_split_needs_enough_extremes_and_sane_percentiles():
     with pytest.raises(ValueError, match="^top has 5 images, the split needs 18$"):
-        split_exemplars(
-            np.arange(5),
-            np.arange(5),
-            SplitParams(n_buckets=1, n_query_batches=16),
-            np.random.default_rng(0),
-        )
+        split_exemplars(stats_of(np.arange(5), np.arange(5)), 0,
+                        ExemplarsConfig(n_buckets=1, n_query_batches=16),
+                        np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"hard_percentiles must satisfy 0.5 < lo < hi < 1"):
+        ExemplarsConfig(hard_percentiles=(0.9, 0.8))
 
 
 def test_importance_is_the_same_for_a_neuron_and_its_identity_feature(tiny_cnn):

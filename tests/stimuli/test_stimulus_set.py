@@ -29,7 +29,8 @@ def test_same_seed_same_bytes(tmp_path, stimulus_dir):
 
 def _first_image(directory):
     manifest = json.loads((directory / "manifest.json").read_text())
-    return directory / "images" / (manifest["units"][0]["references"]["max"][0] + ".png")
+    first = manifest["entries"][0]["explanations"]["exemplars"]["max_refs"][0]["image"]
+    return directory / "images" / (first + ".png")
 
 
 def test_corrupt_image_is_refused(copy):
@@ -54,18 +55,24 @@ def edit_manifest(directory, change):
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
+def _exemplars(m, i=0):
+    return m["entries"][i]["explanations"]["exemplars"]
+
+
 BAD_MANIFESTS = [
-    (lambda m: m.update(schema_version=7), "schema_version 7 is not supported"),
-    (lambda m: m["units"][1].update(id=m["units"][0]["id"]), "appears twice"),
+    (lambda m: m.update(schema_version=7), "schema_version 7 is not supported (expected 1 or 2)"),
+    (lambda m: m["entries"][1].update(id=m["entries"][0]["id"]), "appears twice"),
     (
-        lambda m: m["units"][0]["catch"][0].update(max=m["units"][0]["queries"][0]["max"]),
-        "catch images must be among the unit's references",
+        lambda m: _exemplars(m)["catch"][0].update(max=_exemplars(m)["queries"][0]["max"]),
+        "exemplars catch images must be among its references",
     ),
     (
-        lambda m: m["units"][0]["references"]["max"].append("../../etc/passwd"),
-        "'../../etc/passwd' is not a SHA-256 hex digest",
+        lambda m: _exemplars(m)["max_refs"].append({"image": "../../etc/passwd"}),
+        "exemplars.max_refs.images.9.image: '../../etc/passwd' is not a SHA-256 hex digest",
     ),
-    (lambda m: m["units"][0].pop("layer"), "units.0.layer: Field required"),
+    (lambda m: m["entries"][0].pop("source"), "entries.0.source: Field required"),
+    (lambda m: m["entries"][0].update(type="sound"), "entries.0.type: Input should be 'unit', "
+     "'category' or 'decision'"),
 ]
 
 
@@ -79,3 +86,52 @@ def test_inconsistent_manifest_is_refused(copy, change, message):
 def test_not_a_set(tmp_path):
     with pytest.raises(StimulusSetError, match="no manifest.json"):
         load_stimulus_set(tmp_path)
+
+
+def v1_manifest(v2: dict) -> dict:
+    """The same units written as schema version 1 (units with references/queries/catch)."""
+    units = []
+    for e in v2["entries"]:
+        ex = e["explanations"]["exemplars"]
+        units.append({
+            "id": e["id"], "kind": e["source"], "layer": e["layer"],
+            "covariates": e["covariates"],
+            "references": {"max": [r["image"] for r in ex["max_refs"]],
+                           "min": [r["image"] for r in ex["min_refs"]]},
+            "queries": [{"max": q["max"]["image"], "min": q["min"]["image"]}
+                        for q in ex["queries"]],
+            "catch": [{"max": q["max"]["image"], "min": q["min"]["image"]}
+                      for q in ex.get("catch", [])],
+        })
+    return {"schema_version": 1, "name": v2["name"], "provenance": v2["provenance"],
+            "units": units}
+
+
+def test_version_1_sets_still_load_as_exemplars(copy, stimulus_dir):
+    v2 = json.loads((stimulus_dir / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps(v1_manifest(v2)))
+    old = load_stimulus_set(copy)
+    assert old.manifest.schema_version == 2 and old.images.keys() == load_stimulus_set(
+        stimulus_dir).images.keys()
+    assert old.manifest.model_dump(mode="json")["entries"] == v2["entries"]
+    bad = v1_manifest(v2)
+    bad["units"][0]["catch"][0]["max"] = bad["units"][0]["queries"][0]["max"]
+    (copy / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(StimulusSetError, match="catch images must be among its references"):
+        load_stimulus_set(copy)
+
+
+def test_a_role_may_be_pairs_or_images_with_maps_and_activations(copy):
+    def add_maps(m):
+        ex = _exemplars(m)
+        first = ex["max_refs"][0]["image"]
+        m["entries"][0]["explanations"]["maco"] = {
+            "max_refs": [{"image": first, "map": ex["min_refs"][0]["image"],
+                          "activation": 3.5, "meta": {"steps": 256}}],
+        }
+        m["entries"][0]["stimulus"] = {"image": first}
+    edit_manifest(copy, add_maps)
+    entry = load_stimulus_set(copy).manifest.entries[0]
+    (ref,) = entry.role("maco", "max_refs")
+    assert ref.activation == 3.5 and ref.meta == {"steps": 256} and ref.map in entry.image_digests()
+    assert entry.role("maco", "queries") == [] and entry.role("gradcam", "max_refs") == []

@@ -322,3 +322,9 @@ def test_bad_layouts_through_the_hooks(vit, images):
         vit(images)
     with pytest.raises(ValueError, match=r"^expected activations \(N, C\) or \(N, C, H, W\), "):
         pool(torch.zeros(2, 17, 16))
+
+
+def make_tiny_vit() -> TinyViT:
+    """A seeded TinyViT, for builds that name it as a model factory."""
+    torch.manual_seed(0)
+    return TinyViT().eval()
