@@ -134,7 +134,7 @@ def stimuli_import(directory: Path, database_url: str | None) -> None:
             row = import_stimulus_set(db_session, stimulus_set)
     click.echo(
         f"stimulus set {row.name} {row.digest[:12]}: "
-        f"{len(stimulus_set.manifest.units)} units, {len(stimulus_set.images)} images"
+        f"{len(stimulus_set.manifest.entries)} entries, {len(stimulus_set.images)} images"
     )
 
 

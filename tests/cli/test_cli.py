@@ -11,14 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from alembic import command
 from click.testing import CliRunner
 from sqlalchemy import create_engine, func, select
 
+from analysis.schema import COLUMNS
 from assay.cli import main
 from server.devserver import serving
-from server.export import COLUMNS, trial_rows
+from server.export import trial_rows
 from server.extensions import get_db
-from server.models import Image, StudyVersion
+from server.migrate import alembic_config
+from server.models import Image, Study, StudyVersion
 from stimuli.stimulus_set import load_stimulus_set
 from tests.stimuli.test_build import SMALL
 
@@ -108,15 +111,15 @@ def test_demo_runs_headless_end_to_end_and_exports(tmp_path):
     workdir = tmp_path / "demo"
     result = run_demo(workdir, "--simulate", "6", "--stimuli", "procedural")
     assert "simulated 6 participants" in result.stdout
-    frame = pd.read_csv(workdir / "trials.csv")
-    assert list(frame.columns) == COLUMNS
+    frame = pd.read_csv(workdir / "2afc-trials.csv")
+    assert list(frame.columns) == [*COLUMNS, "choice", "confidence", "cov_importance"]
     assert frame["participant"].nunique() == 6
     main_trials = frame[frame.trial_kind != "practice"]
     assert (main_trials.groupby("participant").size() == 14).all()  # 12 main + 2 catch
     assert not main_trials.duplicated(["participant", "trial_index"]).any()
     # the simulated observers look at the images, so they do better than chance
     assert main_trials["correct"].mean() > 0.6
-    assert (workdir / "report" / "report.html").stat().st_size > 10_000
+    assert (workdir / "2afc-report" / "report.html").stat().st_size > 10_000
     url = f"sqlite:///{workdir / 'assay.db'}"
     out = tmp_path / "trials.parquet"
     export = run("export", "demo-2afc", "--out", out, "--database-url", url)
@@ -132,9 +135,9 @@ def test_demo_builds_its_stimuli_from_a_model(tmp_path):
     manifest = load_stimulus_set(workdir / "stimuli").manifest
     assert manifest.provenance["layers"] == ["block2", "block3"]
     assert len(manifest.provenance["model"]["checksum"]) == 64
-    frame = pd.read_csv(workdir / "trials.csv")
+    frame = pd.read_csv(workdir / "2afc-trials.csv")
     assert frame["participant"].nunique() == 2
-    assert set(frame["unit_id"]) <= {u.id for u in manifest.units}
+    assert set(frame["unit_id"]) <= {e.id for e in manifest.entries}
 
 
 def test_glmm_command_prints_json_and_refuses_bad_input(tmp_path):
@@ -167,3 +170,93 @@ def test_simulate_drives_participants_through_a_running_server(app, launch):
         frame = trial_rows(get_db(), slug)
     assert frame["participant"].nunique() == 3
     assert not frame.duplicated(["participant", "trial_index"]).any()
+
+
+def test_intruder_demo_ends_with_every_trial_once_and_a_report_with_its_glmm(tmp_path):
+    workdir = tmp_path / "demo"
+    result = run_demo(workdir, "--study", "intruder", "--simulate", "8", "--stimuli",
+                      "procedural")
+    assert "simulated 8 participants" in result.stdout
+    frame = pd.read_csv(workdir / "intruder-trials.csv")
+    assert frame["participant"].nunique() == 8 and set(frame["paradigm"]) == {"intruder"}
+    main_trials = frame[frame.trial_kind != "practice"]
+    assert (main_trials.groupby("participant").size() == 12 + 2).all()
+    assert not frame.duplicated(["participant", "trial_index"]).any()
+    assert set(frame["chance"]) == {0.2} and main_trials["correct"].mean() > 0.4
+    assert set(frame["intruder_from"]) == {"other_unit", "catch"}
+    report = workdir / "intruder-report"
+    html = (report / "report.html").read_text()
+    assert "Intruder detection" in html and "exclusion rules of launched version 1" in html
+    models = pd.read_csv(report / "models.csv")
+    assert models["error"].isna().all()
+    assert models["formula"].iloc[0] == "correct ~ condition + (1|participant) + (1|unit_id)"
+    fixef = pd.read_csv(report / "model_fixef.csv")
+    assert "conditionneurons" in set(fixef["term"])
+
+
+def test_demo_list_methods_and_paradigms_print_the_registries():
+    listed = run("demo", "--list")
+    assert listed.exit_code == 0
+    names = [line.split()[0] for line in listed.output.splitlines()]
+    assert names == ["2afc", "intruder"]
+    unknown = run("demo", "--study", "nope")
+    assert unknown.exit_code == 2 and "no demo study 'nope' (demo studies: 2afc, intruder)" in \
+        unknown.output
+    paradigms = run("paradigms").output.splitlines()
+    assert [line.split()[:2] for line in paradigms] == [["2afc_exemplar", "r1"],
+                                                          ["intruder", "r1"]]
+    methods = run("methods").output
+    assert "  exemplars     r1" in methods and "  nmf           r1" in methods
+    assert "  logit         r1" in methods and "  torchvision" in methods
+
+
+@pytest.fixture
+def launched_db(tmp_path, study_file):
+    """A database with the demo study launched and two participants' trials."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    assert run("study", "launch", study_file, "--database-url", url).exit_code == 0
+    from server.app import create_app
+    from tests.server.participant_client import Participant, complete
+    from tests.server.test_api import session_of
+
+    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "x", "INSTANCE_DIR": tmp_path,
+                      "ENTRY_RATE_LIMIT": "1000 per minute"})
+    for pid, wrong in (("PID-R-1", False), ("PID-R-2", True)):
+        p = Participant(app.test_client(), "demo-2afc", pid=pid)
+        complete(p, session_of(app, p).plan, catch_wrong=wrong)
+    app.extensions["assay.engine"].dispose()
+    return url
+
+
+def test_report_takes_the_rules_of_the_launched_version(tmp_path, launched_db):
+    result = run("report", "demo-2afc", "--database-url", launched_db, "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert "exclusion rules of launched version 1" in result.output
+    table = pd.read_csv(tmp_path / "r" / "exclusions.csv").set_index("rule")
+    assert table.loc["catch_min_accuracy", "threshold"] == 0.5  # from the stored spec
+    # an export file: the rules still come from the database when it is there
+    export = run("export", "demo-2afc", "--out", tmp_path / "t.csv", "--database-url",
+                 launched_db)
+    assert export.exit_code == 0, export.output
+    from_file = run("report", "demo-2afc", "--data", tmp_path / "t.csv", "--database-url",
+                    launched_db, "--out", tmp_path / "r2")
+    assert "exclusion rules of launched version 1" in from_file.output
+    alone = run("report", "demo-2afc", "--data", tmp_path / "t.csv", "--database-url",
+                f"sqlite:///{tmp_path / 'none.db'}", "--out", tmp_path / "r3")
+    assert alone.exit_code == 0 and "no exclusion rules found" in alone.output
+    assert not (tmp_path / "none.db").exists()  # a reader never creates a database
+
+
+def test_export_and_report_never_migrate_and_accept_postgres_spellings(tmp_path, launched_db):
+    command.downgrade(alembic_config(launched_db), "0003")
+    for args in (("export", "demo-2afc", "--out", tmp_path / "t.csv"),
+                 ("report", "demo-2afc", "--out", tmp_path / "r")):
+        result = run(*args, "--database-url", launched_db)
+        assert result.exit_code == 2
+        assert "is at schema revision 0003, not 0004: run `assay db upgrade` first" in \
+            result.output
+    assert count(launched_db, Study) == 1  # still there, still at 0003
+    spelled = run("export", "demo-2afc", "--out", tmp_path / "t.csv", "--database-url",
+                  "postgres://nobody:secret@127.0.0.1:1/none")
+    assert spelled.exit_code == 2 and "cannot connect to postgresql+psycopg://nobody:***@" in \
+        spelled.output and "secret" not in spelled.output
