@@ -6,7 +6,10 @@
  *
  * Paradigm-blind: the page also loads the session's paradigm script
  * (static/js/paradigms/<id>.js), which registers `window.AssayParadigms[id]` =
- * {plugin, images(view), params(view, options), isCorrect(answer, key)}. Its jsPsych plugin
+ * {plugin, images(view), params(view, options), isCorrect(answer, key), controls(answer)}
+ * (controls: the CSS selectors a participant clicks, in order, to give an answer, so that
+ * tests can drive any paradigm like a person; a trial's root element carries
+ * data-trial-index, and data-unlocked once it takes answers). Its jsPsych plugin
  * takes `trial_index`, `response_lock_ms`, `progress_text`, `correct` (the key, or null: no
  * feedback) and `on_response`, which it calls with {trial_index, answer, rt_ms,
  * presented_at, responded_at, events} the moment the participant answers.

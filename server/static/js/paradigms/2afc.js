@@ -233,4 +233,8 @@ window.AssayParadigms["2afc_exemplar"] = {
   }),
   /** Whether an answer matches a trial's key (practice feedback and its repetition). */
   isCorrect: (answer, key) => answer.choice === key,
+  /** The elements a participant clicks, in order, to give `answer` (CSS selectors). */
+  controls: (answer) => [
+    '.afc-btn[data-choice="' + answer.choice + '"][data-confidence="' + answer.confidence + '"]',
+  ],
 };

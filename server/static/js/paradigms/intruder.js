@@ -189,4 +189,8 @@ window.AssayParadigms.intruder = {
   images: (view) => view.items.slice(),
   params: (view) => ({ items: view.items }),
   isCorrect: (answer, key) => answer.choice === key,
+  controls: (answer) => [
+    '.intr-item[data-position="' + answer.choice + '"]',
+    '.intr-confidence[data-confidence="' + answer.confidence + '"]',
+  ],
 };

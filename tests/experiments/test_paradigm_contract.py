@@ -1,0 +1,168 @@
+"""The paradigm contract, checked for every registered paradigm (in the spirit of
+scikit-learn's ``parametrize_with_checks``): a bundled demo study, feasibility, cells, a
+deterministic plan of contiguous trial indices, a browser view without the answer key,
+simulated answers that the paradigm's Answer accepts and that depend on the stimuli,
+scores, export rows, a jsPsych plugin that registers the paradigm, report sections.
+
+The same contract in a real browser is tests/server/test_paradigm_browser.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tomllib
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from experiments.paradigms import PARADIGMS
+from experiments.paradigms.base import Paradigm, Section, Trial
+from experiments.study import StudySpec
+from stimuli.stimulus_set import load_stimulus_set
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMOS = ROOT / "experiments" / "demos"
+JS = ROOT / "server" / "static" / "js" / "paradigms"
+
+
+def demo_of(paradigm_id: str) -> Path:
+    """The bundled demo study of a paradigm (every paradigm must have one)."""
+    for path in sorted(DEMOS.glob("*.toml")):
+        if tomllib.loads(path.read_text())["paradigm"]["id"] == paradigm_id:
+            return path
+    raise AssertionError(f"no demo study in {DEMOS} for paradigm {paradigm_id!r}")
+
+
+def small_spec(paradigm_id: str, slug: str = "contract", **trials) -> StudySpec:
+    """The paradigm's demo study on the procedural set, with few trials."""
+    data = tomllib.loads(demo_of(paradigm_id).read_text())
+    data["slug"] = slug
+    data["trials"] = {**data["trials"], "main": 6, "catch_rate": 0.34, **trials}
+    data["practice"] = {"trials": 2, "max_attempts": 2}
+    data["paradigm"] = {**data["paradigm"], "response_lock_ms": 0}
+    return StudySpec.model_validate(data)
+
+
+@cache
+def _means(directory: str) -> dict[str, np.ndarray]:
+    stimulus_set = load_stimulus_set(Path(directory))
+    out = {}
+    for digest, data in stimulus_set.images.items():
+        with Image.open(io.BytesIO(data)) as img:
+            out[digest] = np.asarray(img.convert("RGB"), dtype=float).mean(axis=(0, 1))
+    return out
+
+
+PARAMS = pytest.mark.parametrize("paradigm", list(PARADIGMS.values()), ids=list(PARADIGMS))
+
+
+def plans(paradigm: Paradigm, spec: StudySpec, manifest, seed: int = 0) -> list[list[Trial]]:
+    return [paradigm.plan(spec, manifest, cell, np.random.default_rng(seed))
+            for cell in paradigm.cells(spec, manifest)]
+
+
+@PARAMS
+def test_plans_are_feasible_deterministic_and_structured(paradigm, stimulus_dir):
+    spec = small_spec(paradigm.id)
+    manifest = load_stimulus_set(stimulus_dir).manifest
+    paradigm.check_feasible(spec, manifest)
+    cells = paradigm.cells(spec, manifest)
+    assert {c.condition for c in cells} == {c.name for c in spec.conditions}
+    first, again = plans(paradigm, spec, manifest), plans(paradigm, spec, manifest)
+    assert [[t.to_dict() for t in p] for p in first] == [[t.to_dict() for t in p] for p in again]
+    other = plans(paradigm, spec, manifest, seed=1)
+    assert [[t.to_dict() for t in p] for p in first] != [[t.to_dict() for t in p] for p in other]
+    for plan in first:
+        assert [t.index for t in plan] == list(range(len(plan)))
+        kinds = [t.kind for t in plan]
+        assert kinds.count("practice") == spec.practice.trials * spec.practice.max_attempts
+        assert kinds.count("main") == spec.trials.main
+        assert kinds.count("catch") == round(spec.trials.catch_rate * spec.trials.main)
+        json.dumps([t.to_dict() for t in plan])  # stored as JSON with the session
+        units = {e.id: e for e in manifest.entries}
+        assert all(units[t.unit_id].source == t.source for t in plan)
+
+
+@PARAMS
+def test_views_hide_the_key_and_simulated_answers_score_and_export(paradigm, stimulus_dir):
+    spec = small_spec(paradigm.id)
+    manifest = load_stimulus_set(stimulus_dir).manifest
+    means = _means(str(stimulus_dir))
+    rng = np.random.default_rng(0)
+    for cell, plan in zip(paradigm.cells(spec, manifest), plans(paradigm, spec, manifest),
+                          strict=True):
+        options = spec.options_for(cell.condition)
+        assert 0 < paradigm.chance(options) < 1
+        for trial in plan:
+            stored = trial.to_dict()
+            view = paradigm.view(stored, lambda d: d)
+            assert "key" not in view and "correct" not in view
+            json.dumps(view)
+            answer = paradigm.simulate(view, options, rng, 1.0, means.__getitem__)
+            validated = paradigm.Answer.model_validate(answer)
+            assert paradigm.score(trial.key, validated) in (0.0, 1.0)
+            row = paradigm.export_row(stored, validated.model_dump(mode="json"))
+            assert tuple(row) == paradigm.export_columns
+            json.dumps(row)
+
+
+@PARAMS
+def test_simulated_participants_see_the_stimuli(paradigm, stimulus_dir):
+    """Skilled observers beat chance by far, blind ones do not: answers depend on images."""
+    spec = small_spec(paradigm.id)
+    manifest = load_stimulus_set(stimulus_dir).manifest
+    means = _means(str(stimulus_dir))
+    rng = np.random.default_rng(0)
+    scores: dict[float, list[float]] = {0.0: [], 4.0: []}
+    chance = []
+    for seed in range(4):
+        for cell, plan in zip(paradigm.cells(spec, manifest),
+                              plans(paradigm, spec, manifest, seed), strict=True):
+            options = spec.options_for(cell.condition)
+            chance.append(paradigm.chance(options))
+            for trial in plan:
+                view = paradigm.view(trial.to_dict(), lambda d: d)
+                for skill, got in scores.items():
+                    answer = paradigm.Answer.model_validate(
+                        paradigm.simulate(view, options, rng, skill, means.__getitem__))
+                    got.append(paradigm.score(trial.key, answer))
+    level = float(np.mean(chance))
+    assert np.mean(scores[4.0]) > level + 0.25
+    assert abs(np.mean(scores[0.0]) - level) < 0.1
+
+
+@PARAMS
+def test_the_browser_plugin_registers_the_paradigm(paradigm):
+    source = (JS / paradigm.plugin).read_text()
+    registration = f'window.AssayParadigms["{paradigm.id}"]' if not paradigm.id.isidentifier() \
+        else f"window.AssayParadigms.{paradigm.id}"
+    assert registration in source
+    for member in ("plugin:", "images:", "params:", "isCorrect:", "controls:"):
+        assert member in source.split(registration, 1)[1]
+
+
+@PARAMS
+def test_report_sections_are_sections(paradigm, stimulus_dir):
+    spec = small_spec(paradigm.id)
+    manifest = load_stimulus_set(stimulus_dir).manifest
+    means = _means(str(stimulus_dir))
+    rng = np.random.default_rng(0)
+    rows = []
+    for cell, plan in zip(paradigm.cells(spec, manifest), plans(paradigm, spec, manifest),
+                          strict=True):
+        options = spec.options_for(cell.condition)
+        for trial in plan:
+            stored = trial.to_dict()
+            answer = paradigm.Answer.model_validate(
+                paradigm.simulate(paradigm.view(stored, lambda d: d), options, rng, 1.0,
+                                  means.__getitem__))
+            rows.append({"trial_kind": trial.kind, "excluded": False, "condition": cell.condition,
+                         "correct": paradigm.score(trial.key, answer) >= 1.0,
+                         **paradigm.export_row(stored, answer.model_dump(mode="json"))})
+    sections = paradigm.report_sections(pd.DataFrame(rows))
+    assert all(isinstance(s, Section) and s.title for s in sections)
