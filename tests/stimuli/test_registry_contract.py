@@ -1,0 +1,142 @@
+"""The contracts of the stimulus registries, checked for every entry (in the spirit of
+scikit-learn's ``parametrize_with_checks``): a unit source fits deterministically for a
+seed, restores from its state and encodes positions to its units; an explanation method is
+deterministic for a seed and writes valid images for the roles it declares; other packages
+add entries through entry points."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stimuli.exemplars import ExemplarSearch
+from stimuli.explain_context import ExplainContext, UnitStatistics
+from stimuli.images import ArrayImages, ImageTransform, iter_batches
+from stimuli.methods.base import UnitRef
+from stimuli.registry import METHODS, SOURCES, load_plugins
+from stimuli.sources.base import UnitSource
+from stimuli.stimulus_set import ImageRef, Pair, encode_png
+from tests.stimuli.conftest import make_tiny_cnn, planted_dictionary
+
+CPU = torch.device("cpu")
+
+
+def fitted(cls: type[UnitSource], X: torch.Tensor, seed: int = 0) -> UnitSource:
+    source = cls(cls.Config(), seed=seed, device=CPU)
+    if source.needs_fit:
+        source.fit(X)
+    return source
+
+
+@pytest.mark.parametrize("source_id", list(SOURCES))
+def test_unit_sources(source_id):
+    cls = SOURCES[source_id]
+    assert cls.id == source_id and cls.revision >= 1 and cls.description
+    X, _ = planted_dictionary(2000, 24, 6, seed=3)  # M, C >= 0
+    a, b = fitted(cls, X), fitted(cls, X)
+    assert a.checksum() == b.checksum()  # deterministic for a seed
+    encoder, atoms = a.encoder(), a.dictionary()
+    if encoder is None:  # the channels themselves
+        assert atoms is None and not a.needs_fit
+        return
+    codes = encoder(X[:100])
+    assert codes.shape == (100, atoms.shape[0]) and atoms.shape[1] == 24
+    assert torch.equal(codes, b.encoder()(X[:100]))
+    restored = cls(cls.Config(), seed=0, device=CPU)
+    restored.load_state(a.state())
+    assert torch.equal(restored.encoder()(X[:100]), codes)
+    assert restored.checksum() == a.checksum()
+    assert fitted(cls, X, seed=1).checksum() != a.checksum()
+    assert a.quality()["n_components"] == atoms.shape[0]
+
+
+@pytest.fixture(scope="module")
+def context():
+    """A tiny CNN's channels ("0": 8 of them) over 240 random images, with their extremes."""
+    model = make_tiny_cnn()
+    rng = np.random.default_rng(0)
+    images = ArrayImages(rng.integers(0, 256, (240, 12, 12, 3), dtype=np.uint8), name="rand")
+    transform = ImageTransform(12, "RGB", (0.5,) * 3, (0.5,) * 3)
+    search = ExemplarSearch(110, subset=torch.arange(0, 240, 3)).fit(
+        model, {("0", "neuron"): None}, iter_batches(images, transform, batch_size=64))
+    ext = search.extremes_[("0", "neuron")]
+    stats = UnitStatistics(ext.top_values_, ext.top_indices_, ext.bottom_values_,
+                           ext.bottom_indices_, ext.subset_index_, ext.subset_scores_)
+
+    def context() -> ExplainContext:
+        return ExplainContext(
+            model=model, device=CPU, sources={("0", "neuron"): fitted(SOURCES["neuron"], None)},
+            statistics={("0", "neuron"): stats},
+            render=lambda i: encode_png(images.load(i).resize((24, 24))),
+            image_name=images.name,
+        )
+
+    return context
+
+
+@pytest.mark.parametrize("method_id", list(METHODS))
+def test_explanation_methods(method_id, context):
+    cls = METHODS[method_id]
+    assert cls.id == method_id and cls.revision >= 1 and cls.description and cls.roles
+    method = cls(cls.Config())
+    units = [UnitRef(source="neuron", layer="0", index=i, id=f"0/neuron/{i}") for i in (1, 5)]
+    runs = []
+    for seed in (7, 7, 8):
+        ctx = context()
+        out = {u.id: method.explain(ctx, u, np.random.default_rng(seed)) for u in units}
+        runs.append(({u: {r: [i.model_dump() for i in items] for r, items in roles.items()}
+                      for u, roles in out.items()}, ctx))
+    (first, ctx), (again, _), (other, _) = runs
+    assert first == again  # deterministic for a seed
+    assert first != other  # and the seed matters
+    for roles in first.values():
+        assert roles and set(roles) <= set(cls.roles)
+    for roles in runs[0][0].values():
+        for role, items in roles.items():
+            kind = cls.roles[role]
+            model = Pair if kind == "pairs" else ImageRef
+            refs = [model.model_validate(i) for i in items]
+            assert refs, f"{method_id} wrote an empty {role}"
+            for ref in refs:
+                for image in (ref.max, ref.min) if isinstance(ref, Pair) else (ref,):
+                    data = ctx.images[image.image]
+                    with Image.open(io.BytesIO(data)) as img:
+                        img.verify()
+
+
+PLUGIN = '''
+from stimuli.methods.exemplars import Exemplars
+
+
+class Copy(Exemplars):
+    id = "copy"
+    revision = 3
+    description = "a third-party method (a copy of exemplars)"
+'''
+
+
+def test_other_packages_register_methods_through_entry_points(tmp_path, monkeypatch):
+    (tmp_path / "assay_plugin_demo.py").write_text(textwrap.dedent(PLUGIN))
+    info = tmp_path / "assay_plugin_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: assay-plugin-demo\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text("[assay.methods]\ncopy = assay_plugin_demo:Copy\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = dict(METHODS)
+    try:
+        assert load_plugins() == ["assay.methods:copy"]
+        assert METHODS["copy"].revision == 3
+        (info / "entry_points.txt").write_text("[assay.methods]\nexemplars = "
+                                               "assay_plugin_demo:Copy\n")
+        with pytest.raises(ValueError, match="assay.methods:exemplars names a class whose id "
+                                             "is 'copy'"):
+            load_plugins()
+    finally:
+        METHODS.clear()
+        METHODS.update(registry)
