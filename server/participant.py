@@ -104,7 +104,7 @@ def entry(slug: str):
         else:
             public_id = psession.public_id
             title = psession.version.spec["title"]
-            plugin = PARADIGMS[psession.paradigm].plugin
+            paradigm = PARADIGMS[psession.paradigm]
     if not_open is not None:
         log.info("entry to %s refused: the study is %s", slug, not_open.state)
         return render_template("not_open.html", title=not_open.title, state=not_open.state,
@@ -113,7 +113,8 @@ def entry(slug: str):
         session["sessions"] = {**session.get("sessions", {}), slug: public_id}
     token = sign(current_app.config["SECRET_KEY"], public_id)
     log.info("entry to %s: session %s (%s)", slug, public_id[:8], mode)
-    return render_template("study.html", token=token, title=title, mode=mode, plugin=plugin)
+    return render_template("study.html", token=token, title=title, mode=mode,
+                           script=paradigm.script, stylesheet=paradigm.stylesheet)
 
 
 @pages.get("/img/<digest>.png")

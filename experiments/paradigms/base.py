@@ -114,8 +114,18 @@ class Paradigm:
     description: ClassVar[str] = ""
     # role -> required; a condition maps each role to a method of the manifest (or "none")
     roles: ClassVar[dict[str, bool]]
-    plugin: ClassVar[str]  # its jsPsych plugin: server/static/js/paradigms/<plugin>
+    plugin: ClassVar[str]  # its jsPsych plugin: server/static/js/paradigms/<plugin>.js
     export_columns: ClassVar[tuple[str, ...]]  # from export_row, after the common columns
+
+    @property
+    def script(self) -> str:
+        """Its jsPsych plugin, under server/static/js/paradigms/."""
+        return f"{self.plugin}.js"
+
+    @property
+    def stylesheet(self) -> str:
+        """Its plugin's layout, under server/static/css/paradigms/."""
+        return f"{self.plugin}.css"
 
     # -- launching ------------------------------------------------------------------------
     def check_feasible(self, spec: StudySpec, manifest: StimulusManifest) -> None:

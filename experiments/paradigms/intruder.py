@@ -59,7 +59,7 @@ class Intruder(Paradigm):
     Answer = IntruderAnswer
     description = "intruder detection: find the image that is not an exemplar of the unit"
     roles: ClassVar[dict[str, bool]] = {"max_refs": True, "min_refs": False}
-    plugin = "intruder.js"
+    plugin = "intruder"
     export_columns = ("choice", "confidence", "n_items", "intruder_position", "intruder_from")
 
     def _arrangement(self, spec: StudySpec, manifest: StimulusManifest, condition: Condition,

@@ -65,7 +65,7 @@ class TwoAFC(Paradigm):
     roles: ClassVar[dict[str, bool]] = {
         "queries": True, "max_refs": False, "min_refs": False, "catch": False,
     }
-    plugin = "2afc.js"
+    plugin = "2afc"
     export_columns = ("choice", "confidence")
 
     def _arrangement(self, spec: StudySpec, condition: Condition,

@@ -27,7 +27,7 @@ from stimuli.stimulus_set import load_stimulus_set
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMOS = ROOT / "experiments" / "demos"
-JS = ROOT / "server" / "static" / "js" / "paradigms"
+STATIC = ROOT / "server" / "static"
 
 
 def demo_of(paradigm_id: str) -> Path:
@@ -138,7 +138,8 @@ def test_simulated_participants_see_the_stimuli(paradigm, stimulus_dir):
 
 @PARAMS
 def test_the_browser_plugin_registers_the_paradigm(paradigm):
-    source = (JS / paradigm.plugin).read_text()
+    assert (STATIC / "css" / "paradigms" / paradigm.stylesheet).is_file()
+    source = (STATIC / "js" / "paradigms" / paradigm.script).read_text()
     registration = f'window.AssayParadigms["{paradigm.id}"]' if not paradigm.id.isidentifier() \
         else f"window.AssayParadigms.{paradigm.id}"
     assert registration in source

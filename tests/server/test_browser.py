@@ -248,13 +248,13 @@ class Participant:
         choice = correct if right else ("b" if correct == "a" else "a")
         expect(self.page.locator('.afc[data-unlocked="1"]')).to_have_count(1)
         self.page.locator(
-            f'.afc-btn[data-choice="{choice}"][data-confidence="{confidence}"]'
+            f'.trial-btn[data-choice="{choice}"][data-confidence="{confidence}"]'
         ).click()
         return index
 
     def practice(self, *, right: bool = True) -> int:
         index = self.answer(right=right)
-        expect(self.page.locator(".afc-feedback-text")).to_contain_text(
+        expect(self.page.locator(".trial-feedback-text")).to_contain_text(
             "Correct!" if right else "Not quite."
         )
         self.click("Continue")
@@ -291,7 +291,7 @@ LOCK_PROBE = """() => {
     const look = () => {
       const root = document.querySelector('.afc');
       if (!root) return;
-      const buttons = [...root.querySelectorAll('.afc-btn')];
+      const buttons = [...root.querySelectorAll('.trial-btn')];
       if (root.dataset.shown && seen.shownAt === undefined) {
         seen.shownAt = performance.now();
         seen.disabledAtOnset = buttons.map((b) => b.disabled);
@@ -332,7 +332,7 @@ def test_whole_study_with_practice_repeated(browser, site):
     seen_kinds = Counter()
     for k, expected in enumerate(main, start=1):
         assert me.trial() == expected
-        expect(me.page.locator(".afc-progress")).to_have_text(f"Trial {k} of {len(main)}")
+        expect(me.page.locator(".trial-progress")).to_have_text(f"Trial {k} of {len(main)}")
         if k == 2:  # a blur and a focus during the trial are logged with it
             me.page.evaluate("window.dispatchEvent(new Event('blur'))")
             me.page.evaluate("window.dispatchEvent(new Event('focus'))")
@@ -368,7 +368,7 @@ def test_reload_resumes_at_the_right_trial(browser, site):
     assert [me.answer(), me.answer()] == main[:2]
     me.page.reload()  # no consent, instructions or practice again
     assert me.trial() == main[2]
-    expect(me.page.locator(".afc-progress")).to_have_text(f"Trial 3 of {len(main)}")
+    expect(me.page.locator(".trial-progress")).to_have_text(f"Trial 3 of {len(main)}")
     for expected in main[2:]:
         assert me.answer() == expected
 

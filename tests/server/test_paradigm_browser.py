@@ -122,7 +122,7 @@ def test_a_simulated_participant_completes_a_study_in_chromium(
             "([id, answer]) => window.AssayParadigms[id].controls(answer)", [paradigm_id, answer]
         ):
             page.locator(selector).click()
-        feedback = page.locator(".afc-continue")
+        feedback = page.locator(".trial-continue")
         if views[index]["phase"] == "practice":
             feedback.click()
         page.wait_for_function(f"() => !document.querySelector('[data-trial-index=\"{index}\"]')")

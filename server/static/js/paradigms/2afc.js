@@ -97,13 +97,13 @@ var jsPsych2afc = (function (jspsych) {
       const side = trial.max_side === "left" ? "left" : "right";
       const shape = gridShape(Math.max(trial.ref_max.length, trial.ref_min.length));
 
-      const root = el("div", "afc");
+      const root = el("div", "assay-trial afc");
       root.dataset.trialIndex = String(trial.trial_index);
       root.style.setProperty("--cols", String(shape.cols));
       root.style.setProperty("--rows", String(shape.rows));
 
       const header = el("div", "afc-header");
-      if (trial.progress_text) header.appendChild(el("div", "afc-progress", trial.progress_text));
+      if (trial.progress_text) header.appendChild(el("div", "trial-progress", trial.progress_text));
       header.appendChild(
         el(
           "p",
@@ -135,9 +135,9 @@ var jsPsych2afc = (function (jspsych) {
       root.appendChild(stage);
 
       const footer = el("div", "afc-footer");
-      const buttons = el("div", "afc-buttons");
+      const buttons = el("div", "trial-buttons");
       const buttonEls = BUTTONS.map(([choice, confidence, label]) => {
-        const b = el("button", "jspsych-btn afc-btn afc-" + choice);
+        const b = el("button", "jspsych-btn trial-btn afc-" + choice);
         b.type = "button";
         b.disabled = true;
         b.dataset.choice = choice;
@@ -163,7 +163,7 @@ var jsPsych2afc = (function (jspsych) {
         const answer = { choice: button.dataset.choice, confidence: Number(button.dataset.confidence) };
         data = response(trial, shown, answer, log);
         buttonEls.forEach((b) => (b.disabled = true));
-        button.classList.add("afc-chosen");
+        button.classList.add("trial-chosen");
         if (trial.correct === "a" || trial.correct === "b") {
           data.answered_correctly = data.answer.choice === trial.correct;
         }
@@ -183,21 +183,21 @@ var jsPsych2afc = (function (jspsych) {
 
       const showFeedback = () => {
         const right = data.answered_correctly;
-        root.classList.add("afc-feedback", right ? "afc-right" : "afc-wrong");
+        root.classList.add("afc-feedback", right ? "trial-right" : "trial-wrong");
         figures[trial.correct].classList.add("afc-target");
         figures[data.answer.choice].classList.add("afc-picked");
-        const box = el("div", "afc-feedback-box");
+        const box = el("div", "trial-feedback-box");
         box.setAttribute("role", "status");
         box.appendChild(
           el(
             "p",
-            "afc-feedback-text",
+            "trial-feedback-text",
             (right ? "Correct! " : "Not quite. ") +
               "Image " + trial.correct.toUpperCase() +
               " belongs with the strongly activating examples (outlined in green)."
           )
         );
-        const next = el("button", "jspsych-btn afc-continue", trial.continue_label);
+        const next = el("button", "jspsych-btn trial-continue", trial.continue_label);
         next.type = "button";
         next.addEventListener("click", finish);
         box.appendChild(next);
@@ -235,6 +235,6 @@ window.AssayParadigms["2afc_exemplar"] = {
   isCorrect: (answer, key) => answer.choice === key,
   /** The elements a participant clicks, in order, to give `answer` (CSS selectors). */
   controls: (answer) => [
-    '.afc-btn[data-choice="' + answer.choice + '"][data-confidence="' + answer.confidence + '"]',
+    '.trial-btn[data-choice="' + answer.choice + '"][data-confidence="' + answer.confidence + '"]',
   ],
 };

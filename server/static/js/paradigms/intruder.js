@@ -61,13 +61,13 @@ var jsPsychIntruder = (function (jspsych) {
 
     trial(display_element, trial) {
       const n = trial.items.length;
-      const root = el("div", "intr");
+      const root = el("div", "assay-trial intr");
       root.dataset.trialIndex = String(trial.trial_index);
       root.style.setProperty("--cols", String(n <= 5 ? n : Math.ceil(n / 2)));
       root.style.setProperty("--rows", String(n <= 5 ? 1 : 2));
 
       const header = el("div", "intr-header");
-      if (trial.progress_text) header.appendChild(el("div", "afc-progress", trial.progress_text));
+      if (trial.progress_text) header.appendChild(el("div", "trial-progress", trial.progress_text));
       header.appendChild(
         el("p", "intr-question", "Which image does not belong with the others? Click it.")
       );
@@ -89,9 +89,9 @@ var jsPsychIntruder = (function (jspsych) {
 
       const footer = el("div", "intr-footer");
       const prompt = el("p", "intr-prompt", "How sure are you?");
-      const buttons = el("div", "afc-buttons");
+      const buttons = el("div", "trial-buttons");
       const confidenceEls = CONFIDENCE.map(([value, label]) => {
-        const b = el("button", "jspsych-btn afc-btn intr-confidence", label);
+        const b = el("button", "jspsych-btn trial-btn intr-confidence", label);
         b.type = "button";
         b.disabled = true;
         b.dataset.confidence = String(value);
@@ -130,19 +130,19 @@ var jsPsychIntruder = (function (jspsych) {
 
       const showFeedback = () => {
         const right = data.answered_correctly;
-        root.classList.add(right ? "afc-right" : "afc-wrong");
+        root.classList.add(right ? "trial-right" : "trial-wrong");
         tiles[trial.correct].classList.add("intr-target");
-        const box = el("div", "afc-feedback-box");
+        const box = el("div", "trial-feedback-box");
         box.setAttribute("role", "status");
         box.appendChild(
           el(
             "p",
-            "afc-feedback-text",
+            "trial-feedback-text",
             (right ? "Correct! " : "Not quite. ") +
               "Image " + (trial.correct + 1) + " is the one that does not belong (outlined in green)."
           )
         );
-        const next = el("button", "jspsych-btn afc-continue", trial.continue_label);
+        const next = el("button", "jspsych-btn trial-continue", trial.continue_label);
         next.type = "button";
         next.addEventListener("click", finish);
         box.appendChild(next);
@@ -157,7 +157,7 @@ var jsPsychIntruder = (function (jspsych) {
           data = response(trial, shown, answer, log);
           tiles.forEach((t) => (t.disabled = true));
           confidenceEls.forEach((c) => (c.disabled = true));
-          b.classList.add("afc-chosen");
+          b.classList.add("trial-chosen");
           if (typeof trial.correct === "number") {
             data.answered_correctly = chosen === trial.correct;
           }
