@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from experiments.study import StudySpec
 from server.models import ParticipantSession, Researcher, Study, StudyVersion
 
 
@@ -52,6 +53,8 @@ class StudyProgress:
     slug: str
     title: str
     version: int
+    paradigm: str
+    state: str  # open, full, paused or closed (server.models.STUDY_STATES)
     conditions: list[ConditionProgress]
 
 
@@ -73,6 +76,8 @@ def study_progress(db: Session) -> list[StudyProgress]:
                 slug=study.slug,
                 title=latest.spec["title"],
                 version=latest.version,
+                paradigm=StudySpec.model_validate(latest.spec).paradigm.id,
+                state=study.state,
                 conditions=[
                     ConditionProgress(
                         condition=name,

@@ -7,7 +7,8 @@ import re
 
 import pandas as pd
 
-from server.export import COLUMNS, trial_rows
+from analysis.schema import COLUMNS
+from server.export import trial_rows
 from server.extensions import get_db
 from server.researchers import create_researcher
 from tests.server.participant_client import Participant, complete
@@ -56,13 +57,14 @@ def test_dashboard_shows_progress_and_downloads_pseudonymous_data(app, client, l
     assert login(client, app).status_code == 302
     page = client.get("/dashboard").get_data(True)
     section = page[page.index(f'id="study-{slug}"') :]
+    assert "2afc_exemplar · <span class=\"state\">open</span>" in section
     rows = re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td>", section)
     totals = [sum(int(r[i]) for r in rows[:2]) for i in (1, 2, 3)]
     assert totals == [3, 1, 1]  # started, completed, screened out
     csv = client.get(f"/dashboard/{slug}/trials.csv")
     assert csv.status_code == 200 and csv.mimetype == "text/csv"
     frame = pd.read_csv(io.StringIO(csv.get_data(True)))
-    assert list(frame.columns) == COLUMNS
+    assert list(frame.columns) == [*COLUMNS, "choice", "confidence", "cov_importance"]
     assert frame["participant"].nunique() == 2
     assert not frame.astype(str).apply(lambda c: c.str.contains("PID-DASH")).any().any()
     assert set(frame["trial_kind"]) == {"practice", "main", "catch"}
