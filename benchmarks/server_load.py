@@ -55,6 +55,9 @@ def launch_demo(database_url: str, workdir: Path) -> str:
     study_file = workdir / "study.toml"
     shutil.copyfile(ROOT / "experiments" / "demos" / "2afc.toml", study_file)
     spec = load_study(study_file)
+    # no recruitment target: the crowd is larger than the demo's 20 per condition
+    spec = spec.model_copy(update={"recruitment": spec.recruitment.model_copy(
+        update={"target_per_condition": None})})
     app = create_app({"DATABASE_URL": database_url, "INSTANCE_DIR": workdir, "SECRET_KEY": "x"})
     try:
         with app.app_context():
@@ -158,9 +161,10 @@ def raw_insert_rate(database_url: str, concurrency: int, seconds: float) -> dict
     counts = [0] * concurrency
     barrier = threading.Barrier(concurrency)
     sql = (
-        "INSERT INTO bench_raw_inserts (session_id, trial_index, choice, confidence, correct,"
+        "INSERT INTO bench_raw_inserts (session_id, trial_index, answer, score,"
         " rt_ms, presented_at, responded_at, received_at, events)"
-        " VALUES (%s, %s, 'a', 2, true, 812.5, now(), now(), now(), '[]')"
+        " VALUES (%s, %s, '{\"choice\": \"a\", \"confidence\": 2}', 1.0, 812.5, now(), now(),"
+        " now(), '[]')"
     )
 
     def worker(k: int) -> None:

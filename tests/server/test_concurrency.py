@@ -85,14 +85,15 @@ def gunicorn(
         yield Gunicorn(base, log)
 
 
-def _launch(database_url: str, tmp: Path, stimulus_dir: Path) -> str:
+def _launch(database_url: str, tmp: Path, stimulus_dir: Path, target: int | None = None) -> str:
     slug = "c-" + secrets.token_hex(4)
     app = create_app(app_config(database_url, tmp))
     try:
         with app.app_context():
             db = get_db()
             with db.begin():
-                spec = demo_spec(slug, stimulus_set=stimulus_dir.name)
+                spec = demo_spec(slug, stimulus_set=stimulus_dir.name,
+                                 recruitment={"target_per_condition": target})
                 launch_study(db, spec, stimulus_dir.parent / "study.toml")
     finally:
         app.extensions["assay.engine"].dispose()
@@ -142,8 +143,7 @@ def _send_trial(base: str) -> Callable:
         rt = 700.0 + index
         body = {
             "trial_index": index,
-            "choice": "ab"[index % 2],
-            "confidence": 1 + index % 3,
+            "answer": {"choice": "ab"[index % 2], "confidence": 1 + index % 3},
             "rt_ms": rt,
             "presented_at": shown.isoformat(),
             "responded_at": (shown + timedelta(milliseconds=rt)).isoformat(),
@@ -216,6 +216,10 @@ def _run_crowd(base: str, database_url: str, slug: str) -> list[str]:
     assert len(per_cell) == len(cells) == 4, per_cell
     assert sum(per_cell.values()) == N_PARTICIPANTS, "one session per platform ID"
     assert max(per_cell.values()) - min(per_cell.values()) <= 1, per_cell
+    per_condition = Counter()
+    for cell, n in per_cell.items():
+        per_condition[cell.split("|")[0]] += n
+    assert max(per_condition.values()) - min(per_condition.values()) <= 1, per_condition
     assert n_identities == N_PARTICIPANTS
     assert [row for row in trial_rows if row[2] != 1] == [], "a trial stored twice"
     assert len(trial_rows) == len(distinct) == N_SENDERS * TRIALS_EACH
@@ -315,3 +319,32 @@ def test_gunicorn_logs_carry_no_query_strings():
     line = "Error handling request GET /s/demo?PROLIFIC_PID=abc123&STUDY_ID=x"
     assert conf.scrub(line) == "Error handling request GET /s/demo?[redacted]"
     assert conf.worker_class == "gthread" and conf.preload_app is False
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_crowd_fills_a_study_exactly_to_its_target(kind, stimulus_dir, tmp_path):
+    """30 people arrive at once for 2 x 8 places: 16 get in, 8 per condition; the others
+    see the study is full, and it says so."""
+    for url in fresh_database(kind, tmp_path):
+        slug = _launch(url, tmp_path, stimulus_dir, target=8)
+        app = create_app(app_config(url, tmp_path))
+        try:
+            with serving(app) as base:
+                pids = [f"FULL{secrets.token_hex(5)}" for _ in range(30)]
+                entered = _all_at_once(_enter(base, slug), pids)
+        finally:
+            app.extensions["assay.engine"].dispose()
+        tokens = [token for status, token in entered if status == 200 and token]
+        assert len(tokens) == 16
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(ParticipantSession.condition, func.count())
+                    .join(Study, ParticipantSession.study_id == Study.id)
+                    .where(Study.slug == slug).group_by(ParticipantSession.condition)
+                ).all()
+                state = conn.scalar(select(Study.state).where(Study.slug == slug))
+        finally:
+            engine.dispose()
+        assert dict(rows) == {"neurons": 8, "dictionary": 8} and state == "full"
