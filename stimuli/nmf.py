@@ -3,8 +3,11 @@
 X (N, C) >= 0 is approximated by W (N, K) @ H (K, C), W, H >= 0 (the CRAFT set-up: rows of X
 are a layer's activation vectors, rows of H are the dictionary's concepts). The solver is
 hierarchical alternating least squares (Cichocki & Phan 2009) with several cheap inner
-sweeps per costly product (Gillis & Glineur 2012); components that die are re-seeded from the
-worst-reconstructed rows. Letters: N rows, C columns (channels), K components.
+sweeps per costly product (Gillis & Glineur 2012) and extrapolation between iterates with
+restarts (Ang & Gillis 2019), which shortens the slow drift of real activations' fits;
+components that die are re-seeded from the worst-reconstructed rows. Large matrices start
+from a coarse-to-fine warm start on nested random subsets of rows.
+Letters: N rows, C columns (channels), K components, L rows of a block.
 """
 
 from __future__ import annotations
@@ -72,20 +75,32 @@ def nndsvda_init(
     return Wt.T.contiguous(), H
 
 
-def _hals_sweeps(
-    Mt: torch.Tensor, P: torch.Tensor, G: torch.Tensor, sweeps: int, floor: float
-) -> None:
-    """In place: HALS sweeps on Mt (K, L) minimising ||Y - Mt^T F||.
+def _hals_sweeps(Mt: torch.Tensor, P: torch.Tensor, G: torch.Tensor, sweeps: int) -> None:
+    """In place: ``sweeps`` HALS sweeps on Mt (K, L) minimising ||Y - Mt^T F|| over Mt >= 0.
 
-    Given P = F Y^T (K, L) and G = F F^T (K, K).
+    Given P = F Y^T (K, L) and G = F F^T (K, K). Each row update is two ops,
+    Mt[k] = max(0, P[k] / G[k, k] - sum_{j != k} G[k, j] / G[k, k] Mt[j]): on small factors
+    the cost of an op, not its arithmetic, is what a sweep costs. Rows with G[k, k] = 0 (an
+    all-zero atom) keep their values.
     """
-    diag = G.diagonal().tolist()
+    diag = G.diagonal()
+    scale = diag.clamp(min=_EPS)[:, None]  # K, 1
+    coupling = G / scale  # K, K: G[k, j] / G[k, k]
+    coupling.fill_diagonal_(0.0)
+    targets, coupling_rows = (P / scale).unbind(0), coupling.unbind(0)  # views, made once
+    rows, Mt_T = Mt.unbind(0), Mt.T
+    new = torch.empty_like(rows[0])  # L
+    live = [k for k, g in enumerate(diag.tolist()) if g > 0]
     for _ in range(sweeps):
-        for k, gkk in enumerate(diag):
-            if gkk <= 0:
-                continue
-            step = torch.addmv(P[k], Mt.T, G[k], alpha=-1.0)  # L: P[k] - G[k] @ Mt
-            Mt[k].add_(step, alpha=1.0 / gkk).clamp_(min=floor)
+        for k in live:
+            torch.addmv(targets[k], Mt_T, coupling_rows[k], alpha=-1.0, out=new)
+            torch.clamp(new, min=0.0, out=rows[k])
+
+
+# Extrapolation (Ang & Gillis 2019): start at BETA0; after a step that lowers the error beta
+# grows by GROWTH up to a cap that itself grows by CAP_GROWTH (to 1); after a step that
+# raises it, the cap drops to the beta that overshot and beta shrinks by SHRINK.
+BETA0, GROWTH, CAP_GROWTH, SHRINK = 0.5, 1.05, 1.01, 1.5
 
 
 def hals_nmf(
@@ -95,38 +110,50 @@ def hals_nmf(
     *,
     max_iter: int = 200,
     tol: float = 1e-4,
-    inner_sweeps: int = 4,
+    inner_sweeps: int = 2,
+    extrapolate: bool = True,
     reseed_every: int = 10,
     start: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Accelerated HALS from (W (N, K), H (K, C)); returns W, H and a log of the fit.
 
-    Stops when the relative error improves by less than ``tol`` (relative) over an
-    iteration. Every ``reseed_every`` iterations (in the first 80% of ``max_iter``), dead
-    components (W's column all zero) get the direction of the worst-reconstructed row.
+    An iteration sweeps W ``inner_sweeps`` times against the extrapolated H, extrapolates W
+    (projected onto W >= 0), sweeps H twice as often against it (its products cost N times
+    less than W's) and extrapolates H. The error is that of the extrapolated W with the new
+    H, a feasible pair, and the best pair measured is returned. A step that raises the error
+    drops H's extrapolation for the next step and shrinks the step size; the fit stops after
+    a step that lowers the error by less than ``tol`` (relative) below the best so far.
+    Every ``reseed_every`` iterations (in the first 80% of ``max_iter``), dead components
+    (W's column all zero) get the direction of the worst-reconstructed row.
     """
-    xx = float((X.double() ** 2).sum())
+    xx = _sum_squares(X)
     Wt = W.T.contiguous()  # K, N
     H = H.clone()
+    Hy = H.clone()  # K, C: the (extrapolated) H that the next W step fits
+    W_prev, H_prev = torch.empty_like(Wt), torch.empty_like(H)
+    best_W, best_H = Wt.clone(), H.clone()
     history: list[tuple[float, float]] = []  # (seconds since ``start``, relative error)
     start = time.perf_counter() if start is None else start
-    reseeded = 0
-    prev = float("inf")
-    n_iter = 0
+    beta, cap = (BETA0, 1.0) if extrapolate else (0.0, 0.0)
+    best, last, reseeded, n_iter = float("inf"), float("inf"), 0, 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007
-        # W step: P = H X^T (K, N), G = H H^T (K, K)
-        HHt = H @ H.T
-        _hals_sweeps(Wt, H @ X.T, HHt, inner_sweeps, 0.0)
-        # H step: P = W^T X (K, C), G = W^T W (K, K)
-        WtX = Wt @ X  # K, C
-        WtW = Wt @ Wt.T  # K, K
-        _hals_sweeps(H, WtX, WtW, 2 * inner_sweeps, 0.0)
-        # normalise rows of H to unit norm, carrying the scale into W
-        norms = H.norm(dim=1).clamp(min=_EPS)  # K
-        H /= norms[:, None]
-        Wt *= norms[:, None]
-        WtX *= norms[:, None]
-        WtW *= norms[:, None] * norms[None, :]
+        # W step: P = Hy X^T (K, N), G = Hy Hy^T (K, K); then W + beta (W - W_prev), >= 0
+        W_prev.copy_(Wt)
+        _hals_sweeps(Wt, Hy @ X.T, Hy @ Hy.T, inner_sweeps)
+        Wy = torch.lerp(W_prev, Wt, 1.0 + beta).clamp_(min=0.0) if beta > 0 else Wt  # K, N
+        # H step: P = Wy X (K, C), G = Wy Wy^T (K, K)
+        WtX, WtW = Wy @ X, Wy @ Wy.T
+        H_prev.copy_(H)
+        _hals_sweeps(H, WtX, WtW, 2 * inner_sweeps)
+        # unit rows of H, the scale carried into W (and into the products for the error)
+        norms = H.norm(dim=1).clamp(min=_EPS)[:, None]  # K, 1
+        H /= norms
+        H_prev /= norms
+        Wy *= norms
+        if Wy is not Wt:
+            Wt *= norms
+        WtX *= norms
+        WtW *= norms * norms.T
         err2 = (
             xx
             - 2 * float((H.double() * WtX.double()).sum())
@@ -134,17 +161,43 @@ def hals_nmf(
         )
         rel = max(err2, 0.0) ** 0.5 / max(xx, _EPS) ** 0.5
         history.append((time.perf_counter() - start, rel))
-        dead = (Wt.amax(dim=1) <= 0).nonzero().flatten()
+        converged = rel <= last and best - rel < tol * best
+        if rel < best:
+            best = rel
+            best_W.copy_(Wy)
+            best_H.copy_(H)
+        dead = (Wy.amax(dim=1) <= 0).nonzero().flatten()
         if len(dead) and n_iter % reseed_every == 0 and n_iter <= 0.8 * max_iter:
+            Wt.copy_(Wy)
             _reseed(X, Wt, H, dead)
             reseeded += len(dead)
-            prev = float("inf")
+            Hy.copy_(H)
+            best, last = float("inf"), float("inf")  # the fit goes on from the re-seeded pair
             continue
-        if prev - rel < tol * prev and not len(dead):
+        if converged and not len(dead):
             break
-        prev = rel
+        if rel > last:  # overshot: no extrapolation of H next step, smaller steps
+            cap, beta = beta, beta / SHRINK
+            Hy.copy_(H)
+        else:
+            beta, cap = min(cap, GROWTH * beta), min(1.0, CAP_GROWTH * cap)
+            if Wy is not Wt:
+                Wt.copy_(Wy)
+            torch.lerp(H_prev, H, 1.0 + beta, out=Hy).clamp_(min=0.0)
+        last = rel
     info = {"n_iter": n_iter, "history": history, "reseeded": reseeded, "xx": xx}
-    return Wt.T.contiguous(), H, info
+    return best_W.T.contiguous(), best_H, info
+
+
+def _sum_squares(X: torch.Tensor, center: torch.Tensor | None = None) -> float:
+    """sum((X - center)^2) in float64, by blocks of rows (no float64 copy of all of X)."""
+    total = 0.0
+    for i in range(0, len(X), 8192):
+        block = X[i : i + 8192].double()  # L, C
+        if center is not None:
+            block -= center
+        total += float(torch.dot(block.flatten(), block.flatten()))
+    return total
 
 
 def _reseed(X: torch.Tensor, Wt: torch.Tensor, H: torch.Tensor, dead: torch.Tensor) -> None:
@@ -185,7 +238,7 @@ def nnls_codes(
     ridge = 1e-6 * HHt.diagonal().mean() * torch.eye(len(H), dtype=H.dtype, device=H.device)
     if tol <= 0:
         Wt = torch.linalg.solve(HHt + ridge, P).clamp_(min=0)  # K, N
-        _hals_sweeps(Wt, P, HHt, sweeps, 0.0)
+        _hals_sweeps(Wt, P, HHt, sweeps)
         return Wt.T.contiguous()
     inverse = torch.linalg.inv(HHt + ridge)  # K, K: one small inverse, then a matmul per block
     diag = HHt.diagonal().clamp(min=_EPS)[:, None]  # K, 1
@@ -267,29 +320,49 @@ class NMF:
         X = self._validate(X)
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(self.random_state)
-        fit_kw = {"max_iter": self.max_iter, "tol": self.tol, "inner_sweeps": self.inner_sweeps}
+        fit_kw = {"max_iter": self.max_iter, "inner_sweeps": self.inner_sweeps}
         if self.subsample is not None and len(X) > 2 * self.subsample:
-            # warm start: the dictionary from a random subset of rows, then all rows
-            rows = torch.randperm(len(X), generator=gen)[: self.subsample].to(X.device)
-            W0, H0 = nndsvda_init(X[rows], self.n_components, generator=gen)
-            warm_kw = {**fit_kw, "tol": max(self.tol, 1e-4)}  # a start only: no need to polish
-            _, H0, _ = hals_nmf(X[rows], W0, H0, **warm_kw)
-            W0 = nnls_codes(X, H0, sweeps=self.inner_sweeps)
+            W0, H0 = self._warm_start(X, gen, fit_kw)
         else:
             W0, H0 = nndsvda_init(X, self.n_components, generator=gen)
-        W, H, info = hals_nmf(X, W0, H0, start=start, **fit_kw)
+        W, H, info = hals_nmf(X, W0, H0, start=start, tol=self.tol, **fit_kw)
         self.components_ = H
         self.n_iter_ = info["n_iter"]
         self.history_ = info["history"]
         self.n_reseeded_ = info["reseeded"]
-        self.relative_error_ = info["history"][-1][1]
+        self.relative_error_ = min(err for _, err in info["history"])
         self.reconstruction_err_ = self.relative_error_ * info["xx"] ** 0.5
-        centred = float(((X.double() - X.double().mean(dim=0)) ** 2).sum())
+        centred = _sum_squares(X, X.double().mean(dim=0))
         self.explained_variance_ = 1.0 - self.reconstruction_err_**2 / max(centred, _EPS)
         self.dead_components_ = (W.amax(dim=0) <= 0).nonzero().flatten().tolist()
         if self.dead_components_:
             log.warning("NMF: %d dead component(s) after fitting", len(self.dead_components_))
         return W
+
+    def _warm_start(
+        self, X: torch.Tensor, gen: torch.Generator, fit_kw: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W (N, K), H (K, C)) fitted coarse to fine on nested random subsets of rows.
+
+        NNDSVDa and HALS on ``subsample`` // 5 rows (when that is at least 10 rows per
+        component), then HALS on ``subsample`` rows from there, then codes for all rows: an
+        iteration on a subset costs a fraction of one on X, and most of a fit's iterations
+        only find the rough dictionary, which a subset gives as well. A start only: the
+        subsets' fits stop at tol 3e-4 and 1e-4 at the finest.
+        """
+        order = torch.randperm(len(X), generator=gen).to(X.device)
+        sizes = [self.subsample]
+        if self.subsample // 5 >= 10 * self.n_components:
+            sizes.insert(0, self.subsample // 5)
+        rows = X[order[: sizes[0]]]  # L, C
+        W0, H0 = nndsvda_init(rows, self.n_components, generator=gen)
+        for i, size in enumerate(sizes):
+            if i:
+                rows = X[order[:size]]
+                W0 = nnls_codes(rows, H0, sweeps=self.inner_sweeps)
+            tol = max(self.tol, 1e-4 if size == self.subsample else 3e-4)
+            _, H0, _ = hals_nmf(rows, W0, H0, **{**fit_kw, "tol": tol})
+        return nnls_codes(X, H0, sweeps=self.inner_sweeps), H0
 
     def fit(self, X) -> NMF:
         self.fit_transform(X)

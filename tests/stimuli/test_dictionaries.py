@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from stimuli.nmf import NMF
+from stimuli.nmf import NMF, hals_nmf, nndsvda_init
 from stimuli.sae import TopKSAE
 from tests.stimuli.conftest import matched_cosine, planted_dictionary
 
@@ -27,6 +27,27 @@ def test_nmf_warm_start_on_a_subsample_also_recovers(planted):
     X, atoms = planted
     nmf = NMF(16, subsample=1000, random_state=1).fit(X)
     assert matched_cosine(atoms, nmf.components_) >= 0.95
+
+
+@pytest.mark.parametrize("subsample", [None, 1000])
+def test_nmf_reports_the_error_of_the_factors_it_returns(planted, subsample):
+    # the solver returns the best pair it measured (extrapolation can raise the error)
+    X, _ = planted
+    nmf = NMF(16, subsample=subsample, random_state=0)
+    W = nmf.fit_transform(X)
+    direct = float((X - W @ nmf.components_).norm() / X.norm())
+    assert nmf.relative_error_ == pytest.approx(direct, rel=1e-3)
+    assert nmf.relative_error_ == min(err for _, err in nmf.history_)
+
+
+def test_nmf_extrapolation_converges_faster_than_plain_hals(planted):
+    X, _ = planted
+    W0, H0 = nndsvda_init(X, 16, generator=torch.Generator().manual_seed(0))
+    best = {}
+    for extrapolate in (True, False):
+        _, _, info = hals_nmf(X, W0, H0, max_iter=40, tol=0.0, extrapolate=extrapolate)
+        best[extrapolate] = min(err for _, err in info["history"])
+    assert best[True] < best[False]
 
 
 def test_nmf_is_reproducible(planted):
