@@ -257,6 +257,24 @@ def available_items(spec: StudySpec, manifest: StimulusManifest, condition: Cond
     return sum(len(arrangement.of(e)) for e in entries) - spec.practice.trials
 
 
+def check_supply(spec: StudySpec, manifest: StimulusManifest, condition: Condition,
+                 arrangement: Arrangement, items: str) -> None:
+    """The condition's units supply ``trials.main`` items (called ``items`` in the message)
+    after practice, catch items when the study asks for them, and at least one main trial
+    per block; else PlanError naming the shortfall."""
+    name = condition.name
+    available = available_items(spec, manifest, condition, arrangement)
+    if available < spec.trials.main:
+        raise PlanError(f"condition {name!r}: the stimulus set has {available} {items} after "
+                        f"practice, but trials.main asks for {spec.trials.main}")
+    units = condition_entries(spec, manifest, condition)
+    if n_catch(spec) > 0 and all(arrangement.catch(u, 0) is None for u in units):
+        raise PlanError(f"condition {name!r}: catch_rate > 0 but no unit has catch items")
+    n_blocks = len(block_values(spec, units)) or spec.trials.blocks
+    if spec.trials.main < n_blocks:
+        raise PlanError(f"trials.main ({spec.trials.main}) is smaller than the number of blocks")
+
+
 def arrange(spec: StudySpec, manifest: StimulusManifest, cell: Cell, rng: np.random.Generator,
             arrangement: Arrangement) -> list[Trial]:
     """Practice attempts, then main and catch trials in blocks, from per-unit items.

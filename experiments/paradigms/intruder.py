@@ -28,9 +28,8 @@ from experiments.paradigms.base import (
     PlanError,
     Section,
     arrange,
-    available_items,
-    block_values,
     check_roles,
+    check_supply,
     condition_entries,
     condition_of,
 )
@@ -119,23 +118,10 @@ class Intruder(Paradigm):
             if options.intruder == "min_refs" and condition.method_for("min_refs") is None:
                 raise PlanError(f"condition {name!r}: intruder = 'min_refs' needs the min_refs "
                                 "role")
-            units = condition_entries(spec, manifest, condition)
-            arrangement = self._arrangement(spec, manifest, condition, None)
-            available = available_items(spec, manifest, condition, arrangement)
-            if available < spec.trials.main:
-                raise PlanError(
-                    f"condition {name!r}: the stimulus set supplies {available} intruder "
-                    f"trials after practice (units with at least {options.n_items - 1} "
-                    f"references, {options.sets_per_unit} each), but trials.main asks for "
-                    f"{spec.trials.main}"
-                )
-            if spec.trials.catch_rate > 0 and not any(arrangement.catch(u, 0) for u in units):
-                raise PlanError(f"condition {name!r}: catch trials need two units of a layer")
-            n_blocks = len(block_values(spec, units)) or spec.trials.blocks
-            if spec.trials.main < n_blocks:
-                raise PlanError(
-                    f"trials.main ({spec.trials.main}) is smaller than the number of blocks"
-                )
+            check_supply(spec, manifest, condition,
+                         self._arrangement(spec, manifest, condition, None),
+                         f"intruder trials (units with at least {options.n_items - 1} references, "
+                         f"{options.sets_per_unit} each)")
 
     def plan(self, spec, manifest, cell, rng):
         condition = condition_of(spec, cell.condition)

@@ -24,10 +24,8 @@ from experiments.paradigms.base import (
     ParadigmOptions,
     PlanError,
     arrange,
-    available_items,
-    block_values,
     check_roles,
-    condition_entries,
+    check_supply,
     condition_of,
     n_catch,
 )
@@ -102,32 +100,15 @@ class TwoAFC(Paradigm):
             if (refs is None) != (condition.method_for("min_refs") is None):
                 raise PlanError(f"condition {name!r}: max_refs and min_refs must both be shown "
                                 "or both be 'none'")
-            available = available_items(spec, manifest, condition,
-                                        self._arrangement(spec, condition, None))
-            if available < spec.trials.main:
-                raise PlanError(
-                    f"condition {name!r}: the stimulus set has {available} query pairs "
-                    f"after practice, but trials.main asks for {spec.trials.main}"
-                )
-            if n_catch(spec) > 0:
-                catch = condition.method_for("catch")
-                if refs is None:
-                    raise PlanError(f"condition {name!r}: catch trials need references "
-                                    "(set trials.catch_rate = 0 for a condition without them)")
-                if catch != refs:
-                    raise PlanError(f"condition {name!r}: catch pairs must come from the "
-                                    f"method of the references ({refs}), not {catch}")
-                units = condition_entries(spec, manifest, condition)
-                if not any(u.role(catch, "catch") for u in units):
-                    raise PlanError(
-                        f"condition {name!r}: catch_rate > 0 but no unit has catch items"
-                    )
-            units = condition_entries(spec, manifest, condition)
-            n_blocks = len(block_values(spec, units)) or spec.trials.blocks
-            if spec.trials.main < n_blocks:
-                raise PlanError(
-                    f"trials.main ({spec.trials.main}) is smaller than the number of blocks"
-                )
+            catch = condition.method_for("catch")
+            if n_catch(spec) > 0 and refs is None:
+                raise PlanError(f"condition {name!r}: catch trials need references "
+                                "(set trials.catch_rate = 0 for a condition without them)")
+            if n_catch(spec) > 0 and catch != refs:
+                raise PlanError(f"condition {name!r}: catch pairs must come from the "
+                                f"method of the references ({refs}), not {catch}")
+            check_supply(spec, manifest, condition, self._arrangement(spec, condition, None),
+                         "query pairs")
 
     def plan(self, spec, manifest, cell, rng):
         condition = condition_of(spec, cell.condition)

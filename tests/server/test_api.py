@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import secrets
+import shutil
 
 import pytest
 from sqlalchemy import func, select
 
 from server.app import create_app
+from server.catalog import launch_study
+from server.export import trial_rows
 from server.extensions import get_db
 from server.models import (
     ParticipantSession,
@@ -18,8 +23,9 @@ from server.models import (
     TrialResponse,
 )
 from server.tokens import HEADER, sign, verify
-from tests.conftest import app_config
+from tests.conftest import app_config, demo_spec
 from tests.server.participant_client import Participant, complete, wrong_choice
+from tests.stimuli.test_stimulus_set import v1_manifest
 
 
 def session_of(app, participant: Participant) -> ParticipantSession:
@@ -429,3 +435,22 @@ def test_entry_is_rate_limited(database_url, tmp_path):
     ]
     assert codes == [404, 404, 429]
     limited.extensions["assay.engine"].dispose()
+
+
+def test_a_version_1_stimulus_set_launches_and_runs(app, client, stimulus_dir, tmp_path):
+    """Sets written before explanations became plugins (schema_version 1) still launch."""
+    old = tmp_path / "v1"
+    shutil.copytree(stimulus_dir, old)
+    v2 = json.loads((stimulus_dir / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps(v1_manifest(v2)))
+    spec = demo_spec("v1-" + secrets.token_hex(3), stimulus_set="v1")
+    with app.app_context():
+        db = get_db()
+        with db.begin():
+            launch_study(db, spec, tmp_path / "study.toml")
+    p = Participant(client, spec.slug, pid="PID-v1-set")
+    done = complete(p, session_of(app, p).plan)
+    assert done["status"] == "completed"
+    with app.app_context():
+        frame = trial_rows(get_db(), spec.slug)
+    assert set(frame["source"]) <= {"neuron", "nmf"} and frame["cov_importance"].notna().all()

@@ -8,8 +8,12 @@
  *   decoded (or after 5 s), starts the clock in the frame they appear, and unlocks the
  *   response after `lockMs`; resolves {t0, presentedAt} at onset. Marks `root` with
  *   data-shown / data-unlocked for tests;
- * - `response(trial, t0, presentedAt, answer, log)`: the data a plugin reports to
- *   `on_response`: {trial_index, answer, rt_ms, presented_at, responded_at, events}.
+ * - `response(trial, shown, answer, log)`: the data a plugin reports to `on_response`:
+ *   {trial_index, answer, rt_ms, presented_at, responded_at, events};
+ * - `parameters(P)` / `data(P)`: the jsPsych parameters study.js gives every plugin, and
+ *   the data every plugin reports, to spread into a plugin's `info`;
+ * - `feedback(root, footer, right, text, label, onContinue)`: the feedback line and its
+ *   Continue button, in place of the response buttons.
  */
 (function () {
   "use strict";
@@ -104,5 +108,51 @@
     };
   }
 
-  window.AssayTrialKit = { el, image, eventLog, onset, response };
+  function parameters(P) {
+    return {
+      /** Index of this trial in the participant's plan (sent back with the answer). */
+      trial_index: { type: P.INT, default: undefined },
+      /** Milliseconds from the images' onset during which no answer can be given. */
+      response_lock_ms: { type: P.INT, default: 1500 },
+      /** Text of the progress indicator, e.g. "Trial 7 of 40"; null hides it. */
+      progress_text: { type: P.STRING, default: null },
+      /** Called with {trial_index, answer, rt_ms, presented_at, responded_at, events} the
+       * moment the participant responds. */
+      on_response: { type: P.FUNCTION, default: null },
+      /** Label of the button that ends the feedback screen. */
+      continue_label: { type: P.STRING, default: "Continue" },
+    };
+  }
+
+  function data(P) {
+    return {
+      trial_index: { type: P.INT },
+      /** The paradigm's answer, as the server's Answer model takes it. */
+      answer: { type: P.OBJECT },
+      /** Response time in ms from image onset, performance.now() resolution. */
+      rt_ms: { type: P.FLOAT },
+      /** ISO 8601 wall-clock time of image onset and of the response. */
+      presented_at: { type: P.STRING },
+      responded_at: { type: P.STRING },
+      /** [{type, t}] focus/blur/visibility/fullscreen/network events during the trial. */
+      events: { type: P.COMPLEX, array: true },
+      /** Whether the answer was right, when `correct` was given (feedback trials). */
+      answered_correctly: { type: P.BOOL },
+    };
+  }
+
+  function feedback(root, footer, right, text, label, onContinue) {
+    root.classList.add(right ? "trial-right" : "trial-wrong");
+    const box = el("div", "trial-feedback-box");
+    box.setAttribute("role", "status");
+    box.appendChild(el("p", "trial-feedback-text", (right ? "Correct! " : "Not quite. ") + text));
+    const next = el("button", "jspsych-btn trial-continue", label);
+    next.type = "button";
+    next.addEventListener("click", onContinue);
+    box.appendChild(next);
+    footer.replaceChildren(box);
+    next.focus();
+  }
+
+  window.AssayTrialKit = { el, image, eventLog, onset, response, parameters, data, feedback };
 })();

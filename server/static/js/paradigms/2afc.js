@@ -21,8 +21,7 @@ var jsPsych2afc = (function (jspsych) {
     name: "assay-2afc",
     version: "1.0.0",
     parameters: {
-      /** Index of this trial in the participant's plan (sent back with the answer). */
-      trial_index: { type: P.INT, default: undefined },
+      ...window.AssayTrialKit.parameters(P),
       /** URLs of the maximally activating reference images. */
       ref_max: { type: P.IMAGE, default: undefined, array: true },
       /** URLs of the minimally activating reference images. */
@@ -33,32 +32,11 @@ var jsPsych2afc = (function (jspsych) {
       query_b: { type: P.IMAGE, default: undefined },
       /** Side of the maximally activating references: "left" or "right". */
       max_side: { type: P.STRING, default: "right" },
-      /** Milliseconds from the images' onset during which the buttons stay disabled. */
-      response_lock_ms: { type: P.INT, default: 1500 },
-      /** Text of the progress indicator, e.g. "Trial 7 of 40"; null hides it. */
-      progress_text: { type: P.STRING, default: null },
       /** Correct answer ("a" or "b"); when given, feedback is shown after the response. */
       correct: { type: P.STRING, default: null },
-      /** Called with {trial_index, answer, rt_ms, presented_at, responded_at, events} the
-       * moment the participant responds. */
-      on_response: { type: P.FUNCTION, default: null },
-      /** Label of the button that ends the feedback screen. */
-      continue_label: { type: P.STRING, default: "Continue" },
     },
-    data: {
-      trial_index: { type: P.INT },
-      /** {choice: "a" or "b", confidence: 1 (unsure), 2 (sure) or 3 (very sure)}. */
-      answer: { type: P.OBJECT },
-      /** Response time in ms from image onset, performance.now() resolution. */
-      rt_ms: { type: P.FLOAT },
-      /** ISO 8601 wall-clock time of image onset and of the response. */
-      presented_at: { type: P.STRING },
-      responded_at: { type: P.STRING },
-      /** [{type, t}] focus/blur/visibility/fullscreen/network events during the trial. */
-      events: { type: P.COMPLEX, array: true },
-      /** Whether the answer was right, when `correct` was given (feedback trials). */
-      answered_correctly: { type: P.BOOL },
-    },
+    /** answer: {choice: "a" or "b", confidence: 1 (unsure), 2 (sure) or 3 (very sure)}. */
+    data: window.AssayTrialKit.data(P),
   };
 
   // Button order, left to right: A very sure ... B very sure.
@@ -70,7 +48,7 @@ var jsPsych2afc = (function (jspsych) {
     ["b", 2, "sure"],
     ["b", 3, "very sure"],
   ];
-  const { el, image, eventLog, onset, response } = window.AssayTrialKit;
+  const { el, image, eventLog, onset, response, feedback } = window.AssayTrialKit;
 
   function referenceColumn(kind, urls, heading) {
     const section = el("section", "afc-refs afc-" + kind);
@@ -182,27 +160,13 @@ var jsPsych2afc = (function (jspsych) {
       };
 
       const showFeedback = () => {
-        const right = data.answered_correctly;
-        root.classList.add("afc-feedback", right ? "trial-right" : "trial-wrong");
+        root.classList.add("afc-feedback");
         figures[trial.correct].classList.add("afc-target");
         figures[data.answer.choice].classList.add("afc-picked");
-        const box = el("div", "trial-feedback-box");
-        box.setAttribute("role", "status");
-        box.appendChild(
-          el(
-            "p",
-            "trial-feedback-text",
-            (right ? "Correct! " : "Not quite. ") +
-              "Image " + trial.correct.toUpperCase() +
-              " belongs with the strongly activating examples (outlined in green)."
-          )
-        );
-        const next = el("button", "jspsych-btn trial-continue", trial.continue_label);
-        next.type = "button";
-        next.addEventListener("click", finish);
-        box.appendChild(next);
-        footer.replaceChildren(box);
-        next.focus();
+        feedback(root, footer, data.answered_correctly,
+                 "Image " + trial.correct.toUpperCase() +
+                   " belongs with the strongly activating examples (outlined in green).",
+                 trial.continue_label, finish);
       };
 
       // --- onset: show the images once decoded, start the clock in the frame they appear ----

@@ -13,37 +13,20 @@ var jsPsychIntruder = (function (jspsych) {
   "use strict";
 
   const P = jspsych.ParameterType;
-  const { el, image, eventLog, onset, response } = window.AssayTrialKit;
+  const { el, image, eventLog, onset, response, feedback } = window.AssayTrialKit;
 
   const info = {
     name: "assay-intruder",
     version: "1.0.0",
     parameters: {
-      /** Index of this trial in the participant's plan (sent back with the answer). */
-      trial_index: { type: P.INT, default: undefined },
+      ...window.AssayTrialKit.parameters(P),
       /** URLs of the images, in the order shown. */
       items: { type: P.IMAGE, default: undefined, array: true },
-      /** Milliseconds from the images' onset during which nothing can be chosen. */
-      response_lock_ms: { type: P.INT, default: 1000 },
-      /** Text of the progress indicator, e.g. "Trial 7 of 40"; null hides it. */
-      progress_text: { type: P.STRING, default: null },
       /** Position of the intruder (0-based); when given, feedback follows the response. */
       correct: { type: P.INT, default: null },
-      /** Called with the trial data the moment the participant responds. */
-      on_response: { type: P.FUNCTION, default: null },
-      /** Label of the button that ends the feedback screen. */
-      continue_label: { type: P.STRING, default: "Continue" },
     },
-    data: {
-      trial_index: { type: P.INT },
-      /** {choice: position of the image chosen (0-based), confidence: 1, 2 or 3}. */
-      answer: { type: P.OBJECT },
-      rt_ms: { type: P.FLOAT },
-      presented_at: { type: P.STRING },
-      responded_at: { type: P.STRING },
-      events: { type: P.COMPLEX, array: true },
-      answered_correctly: { type: P.BOOL },
-    },
+    /** answer: {choice: position of the image chosen (0-based), confidence: 1, 2 or 3}. */
+    data: window.AssayTrialKit.data(P),
   };
 
   const CONFIDENCE = [
@@ -129,25 +112,11 @@ var jsPsychIntruder = (function (jspsych) {
       };
 
       const showFeedback = () => {
-        const right = data.answered_correctly;
-        root.classList.add(right ? "trial-right" : "trial-wrong");
         tiles[trial.correct].classList.add("intr-target");
-        const box = el("div", "trial-feedback-box");
-        box.setAttribute("role", "status");
-        box.appendChild(
-          el(
-            "p",
-            "trial-feedback-text",
-            (right ? "Correct! " : "Not quite. ") +
-              "Image " + (trial.correct + 1) + " is the one that does not belong (outlined in green)."
-          )
-        );
-        const next = el("button", "jspsych-btn trial-continue", trial.continue_label);
-        next.type = "button";
-        next.addEventListener("click", finish);
-        box.appendChild(next);
-        footer.replaceChildren(box);
-        next.focus();
+        feedback(root, footer, data.answered_correctly,
+                 "Image " + (trial.correct + 1) + " is the one that does not belong " +
+                   "(outlined in green).",
+                 trial.continue_label, finish);
       };
 
       confidenceEls.forEach((b) =>
