@@ -88,49 +88,46 @@ def test_plans_are_feasible_deterministic_and_structured(paradigm, stimulus_dir)
         assert all(units[t.unit_id].source == t.source for t in plan)
 
 
-@PARAMS
-def test_views_hide_the_key_and_simulated_answers_score_and_export(paradigm, stimulus_dir):
+def simulated(paradigm: Paradigm, stimulus_dir: Path, *, seeds=(0,), skills=(1.0,)):
+    """(cell, options, trial, view, {skill: validated answer}) for every planned trial of
+    the paradigm's small study, answered by simulated observers of the given skills."""
     spec = small_spec(paradigm.id)
     manifest = load_stimulus_set(stimulus_dir).manifest
-    means = _means(str(stimulus_dir))
+    means = _means(str(stimulus_dir)).__getitem__
     rng = np.random.default_rng(0)
-    for cell, plan in zip(paradigm.cells(spec, manifest), plans(paradigm, spec, manifest),
-                          strict=True):
-        options = spec.options_for(cell.condition)
+    for seed in seeds:
+        for cell, plan in zip(paradigm.cells(spec, manifest),
+                              plans(paradigm, spec, manifest, seed), strict=True):
+            options = spec.options_for(cell.condition)
+            for trial in plan:
+                view = paradigm.view(trial.to_dict(), lambda d: d)
+                answers = {skill: paradigm.Answer.model_validate(
+                    paradigm.simulate(view, options, rng, skill, means)) for skill in skills}
+                yield cell, options, trial, view, answers
+
+
+@PARAMS
+def test_views_hide_the_key_and_simulated_answers_score_and_export(paradigm, stimulus_dir):
+    for _, options, trial, view, answers in simulated(paradigm, stimulus_dir):
         assert 0 < paradigm.chance(options) < 1
-        for trial in plan:
-            stored = trial.to_dict()
-            view = paradigm.view(stored, lambda d: d)
-            assert "key" not in view and "correct" not in view
-            json.dumps(view)
-            answer = paradigm.simulate(view, options, rng, 1.0, means.__getitem__)
-            validated = paradigm.Answer.model_validate(answer)
-            assert paradigm.score(trial.key, validated) in (0.0, 1.0)
-            row = paradigm.export_row(stored, validated.model_dump(mode="json"))
-            assert tuple(row) == paradigm.export_columns
-            json.dumps(row)
+        assert "key" not in view and "correct" not in view
+        json.dumps(view)
+        assert paradigm.score(trial.key, answers[1.0]) in (0.0, 1.0)
+        row = paradigm.export_row(trial.to_dict(), answers[1.0].model_dump(mode="json"))
+        assert tuple(row) == paradigm.export_columns
+        json.dumps(row)
 
 
 @PARAMS
 def test_simulated_participants_see_the_stimuli(paradigm, stimulus_dir):
     """Skilled observers beat chance by far, blind ones do not: answers depend on images."""
-    spec = small_spec(paradigm.id)
-    manifest = load_stimulus_set(stimulus_dir).manifest
-    means = _means(str(stimulus_dir))
-    rng = np.random.default_rng(0)
     scores: dict[float, list[float]] = {0.0: [], 4.0: []}
     chance = []
-    for seed in range(4):
-        for cell, plan in zip(paradigm.cells(spec, manifest),
-                              plans(paradigm, spec, manifest, seed), strict=True):
-            options = spec.options_for(cell.condition)
-            chance.append(paradigm.chance(options))
-            for trial in plan:
-                view = paradigm.view(trial.to_dict(), lambda d: d)
-                for skill, got in scores.items():
-                    answer = paradigm.Answer.model_validate(
-                        paradigm.simulate(view, options, rng, skill, means.__getitem__))
-                    got.append(paradigm.score(trial.key, answer))
+    for _, options, trial, _, answers in simulated(paradigm, stimulus_dir, seeds=range(4),
+                                                   skills=tuple(scores)):
+        chance.append(paradigm.chance(options))
+        for skill, answer in answers.items():
+            scores[skill].append(paradigm.score(trial.key, answer))
     level = float(np.mean(chance))
     assert np.mean(scores[4.0]) > level + 0.25
     assert abs(np.mean(scores[0.0]) - level) < 0.1
@@ -149,21 +146,11 @@ def test_the_browser_plugin_registers_the_paradigm(paradigm):
 
 @PARAMS
 def test_report_sections_are_sections(paradigm, stimulus_dir):
-    spec = small_spec(paradigm.id)
-    manifest = load_stimulus_set(stimulus_dir).manifest
-    means = _means(str(stimulus_dir))
-    rng = np.random.default_rng(0)
-    rows = []
-    for cell, plan in zip(paradigm.cells(spec, manifest), plans(paradigm, spec, manifest),
-                          strict=True):
-        options = spec.options_for(cell.condition)
-        for trial in plan:
-            stored = trial.to_dict()
-            answer = paradigm.Answer.model_validate(
-                paradigm.simulate(paradigm.view(stored, lambda d: d), options, rng, 1.0,
-                                  means.__getitem__))
-            rows.append({"trial_kind": trial.kind, "excluded": False, "condition": cell.condition,
-                         "correct": paradigm.score(trial.key, answer) >= 1.0,
-                         **paradigm.export_row(stored, answer.model_dump(mode="json"))})
+    rows = [
+        {"trial_kind": trial.kind, "excluded": False, "condition": cell.condition,
+         "correct": paradigm.score(trial.key, answers[1.0]) >= 1.0,
+         **paradigm.export_row(trial.to_dict(), answers[1.0].model_dump(mode="json"))}
+        for cell, _, trial, _, answers in simulated(paradigm, stimulus_dir)
+    ]
     sections = paradigm.report_sections(pd.DataFrame(rows))
     assert all(isinstance(s, Section) and s.title for s in sections)
