@@ -332,6 +332,7 @@ def glmm_cmd(
 )
 @click.option("--include-preview", is_flag=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--n-boot", default=2000, show_default=True, help="Bootstrap resamples.")
 @db_option
 def report(
     slug: str,
@@ -340,6 +341,7 @@ def report(
     out_dir: Path | None,
     include_preview: bool,
     seed: int,
+    n_boot: int,
     database_url: str | None,
 ) -> None:
     """Write the HTML report (plots, exclusions, mixed models) and tidy result CSVs.
@@ -368,7 +370,7 @@ def report(
             spec, version = launched
             rules_note = f"exclusion rules of launched version {version}"
         path = report_command(slug, trials, spec=spec, rules_note=rules_note, source=source,
-                              out_dir=out_dir, seed=seed)
+                              out_dir=out_dir, seed=seed, n_boot=n_boot)
     except (ValueError, StudyFileError, OSError) as exc:
         _fail(str(exc))
     click.echo(rules_note or "no exclusion rules found (no launched version in the database, "

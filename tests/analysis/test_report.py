@@ -136,9 +136,9 @@ def test_report_command_refuses_trials_or_rules_of_another_study(tmp_path):
 def test_report_from_the_study_database(app, launch, tmp_path):
     slug = launch()
     done = Participant(app.test_client(), slug, pid="PID-REP-1")
-    complete(done, session_of(app, done).plan)
+    complete(done, session_of(app, done).plan, main_wrong_every=3)  # not all right: a fit
     screened = Participant(app.test_client(), slug, pid="PID-REP-2")
-    complete(screened, session_of(app, screened).plan, catch_wrong=True)
+    complete(screened, session_of(app, screened).plan, catch_wrong=True, main_wrong_every=3)
     with app.app_context():
         trials = tidy(trial_rows(get_db(), slug))
     assert trials["participant"].nunique() == 2

@@ -221,15 +221,16 @@ def launched_db(tmp_path, study_file):
 
     app = create_app({"DATABASE_URL": url, "SECRET_KEY": "x", "INSTANCE_DIR": tmp_path,
                       "ENTRY_RATE_LIMIT": "1000 per minute"})
-    for pid, wrong in (("PID-R-1", False), ("PID-R-2", True)):
+    for pid, wrong in (("PID-R-1", False), ("PID-R-2", True)):  # not all right: a fit exists
         p = Participant(app.test_client(), "demo-2afc", pid=pid)
-        complete(p, session_of(app, p).plan, catch_wrong=wrong)
+        complete(p, session_of(app, p).plan, catch_wrong=wrong, main_wrong_every=3)
     app.extensions["assay.engine"].dispose()
     return url
 
 
 def test_report_takes_the_rules_of_the_launched_version(tmp_path, launched_db):
-    result = run("report", "demo-2afc", "--database-url", launched_db, "--out", tmp_path / "r")
+    result = run("report", "demo-2afc", "--database-url", launched_db, "--out", tmp_path / "r",
+                 "--n-boot", 50)
     assert result.exit_code == 0, result.output
     assert "exclusion rules of launched version 1" in result.output
     table = pd.read_csv(tmp_path / "r" / "exclusions.csv").set_index("rule")
@@ -239,10 +240,10 @@ def test_report_takes_the_rules_of_the_launched_version(tmp_path, launched_db):
                  launched_db)
     assert export.exit_code == 0, export.output
     from_file = run("report", "demo-2afc", "--data", tmp_path / "t.csv", "--database-url",
-                    launched_db, "--out", tmp_path / "r2")
+                    launched_db, "--out", tmp_path / "r2", "--n-boot", 50)
     assert "exclusion rules of launched version 1" in from_file.output
     alone = run("report", "demo-2afc", "--data", tmp_path / "t.csv", "--database-url",
-                f"sqlite:///{tmp_path / 'none.db'}", "--out", tmp_path / "r3")
+                f"sqlite:///{tmp_path / 'none.db'}", "--out", tmp_path / "r3", "--n-boot", 50)
     assert alone.exit_code == 0 and "no exclusion rules found" in alone.output
     assert not (tmp_path / "none.db").exists()  # a reader never creates a database
 

@@ -57,13 +57,16 @@ def wrong_choice(key: str | int) -> str | int:
     return 0 if key != 0 else 1
 
 
-def complete(participant: Participant, plan: list[dict], *, catch_wrong: bool = False) -> dict:
-    """Answer practice correctly once, then every main trial (correctly, catch as asked)."""
+def complete(participant: Participant, plan: list[dict], *, catch_wrong: bool = False,
+             main_wrong_every: int = 0) -> dict:
+    """Answer practice correctly once, then every main trial (correctly, but every
+    ``main_wrong_every``-th wrongly if set; catch as asked)."""
     participant.start()
     for t in plan:
         if t["kind"] == "practice" and t["attempt"] > 1:
             continue
-        wrong = catch_wrong and t["kind"] == "catch"
+        wrong = (catch_wrong and t["kind"] == "catch") or (
+            main_wrong_every > 0 and t["kind"] == "main" and t["index"] % main_wrong_every == 0)
         choice = wrong_choice(t["key"]) if wrong else t["key"]
         assert participant.answer(t["index"], choice).status_code == 200
     assert participant.post("questionnaire", {"answers": {"difficulty": "easy"}}).status_code == 200
