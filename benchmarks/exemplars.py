@@ -35,7 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.resnet import calibrate_batchnorm, resnet18  # noqa: E402
 from stimuli.activations import sample_positions, to_positions  # noqa: E402
+from stimuli.datasets import procedural_dataset  # noqa: E402
 from stimuli.demo_model import demo_preprocess, load_demo_model  # noqa: E402
 from stimuli.exemplars import ExemplarSearch  # noqa: E402
 from stimuli.models import LayerCapture  # noqa: E402
@@ -45,10 +47,17 @@ from stimuli.sae import TopKSAE  # noqa: E402
 LAYERS = ("block2", "block3")
 K_EXTREMES = 108  # 9 buckets x 12 batches, the default split
 BATCH = 256
+# ResNet-18 at 224 px: layer3 (256 channels, 14 x 14) and layer4 (512, 7 x 7). Dictionaries of
+# a quarter of the channels (NMF, as CRAFT's concept banks over many classes) and SAEs of the
+# same size with 8 active features: 64 atoms for layer3, 128 for layer4. They are fitted on
+# 16 random positions per image of the benchmark's images (a quick fit: the search's cost
+# depends on the dictionary's size, not on how well it was fitted).
+RESNET_LAYERS = {"layer3": 64, "layer4": 128}
+RESNET_BATCH = 32
 
 
-def neuron_units() -> dict:
-    return {(layer, "neuron"): None for layer in LAYERS}
+def neuron_units(layers=LAYERS) -> dict:
+    return {(layer, "neuron"): None for layer in layers}
 
 
 def timed(fns: dict, repeats: int) -> dict:
@@ -63,45 +72,25 @@ def timed(fns: dict, repeats: int) -> dict:
 
 
 @torch.no_grad()
-def throughput(n_images: int, repeats: int) -> dict:
-    demo = load_demo_model()
-    model = demo.model
-    x = demo_preprocess(demo.dataset.images[:n_images])  # N, 1, 28, 28
-    batches = [
-        (torch.arange(i, min(i + BATCH, n_images)), x[i : i + BATCH])
-        for i in range(0, n_images, BATCH)
-    ]
+def search_throughput(
+    model, layers: list[str], batches: list, dict_units: dict, nmf_slow: dict, repeats: int
+) -> dict:
+    """Bare forward passes, the neuron search, and the search with dictionary features (NMF on
+    its fast and on its slow path), best of ``repeats`` interleaved rounds."""
+    n_images = sum(len(index) for index, _ in batches)
 
     def bare():
-        with LayerCapture(model, list(LAYERS)):  # the same hooks, nothing done with them
+        with LayerCapture(model, layers):  # the same hooks, nothing done with them
             for _, xb in batches:
                 model(xb)
 
     def search(units):
         return lambda: ExemplarSearch(K_EXTREMES).fit(model, units, batches)
 
-    positions = sample_positions(
-        model,
-        list(LAYERS),
-        batches,
-        per_image=8,
-        max_samples=20000,
-        generator=torch.Generator().manual_seed(0),
-    )
-    dict_units, nmf_slow = dict(neuron_units()), {}
-    for layer in LAYERS:
-        nmf = NMF(16, random_state=0).fit(positions[layer])
-        dict_units[(layer, "nmf")] = nmf.encode
-        # the reference path: every HALS sweep over the whole batch (transform_tol = 0)
-        slow = NMF(16, transform_tol=0.0).load_state(nmf.state())
-        nmf_slow[(layer, "nmf")] = slow.encode
-        dict_units[(layer, "sae")] = (
-            TopKSAE(16, k=4, epochs=5, random_state=0).fit(positions[layer]).encode
-        )
     times = timed(
         {
             "bare": bare,
-            "neurons": search(neuron_units()),
+            "neurons": search(neuron_units(layers)),
             "all": search(dict_units),
             "all_nmf_slow": search({**dict_units, **nmf_slow}),
         },
@@ -117,18 +106,96 @@ def throughput(n_images: int, repeats: int) -> dict:
         "fraction_with_dictionaries": bare_s / all_s,
         "search_with_dictionaries_nmf_slow_path_s": times["all_nmf_slow"],
         "fraction_with_dictionaries_nmf_slow_path": bare_s / times["all_nmf_slow"],
-        "nmf_agreement": nmf_agreement(model, batches, dict_units, nmf_slow),
+        "nmf_agreement": nmf_agreement(model, layers, batches, dict_units, nmf_slow),
         "images_per_s_bare": n_images / bare_s,
         "images_per_s_search": n_images / neuron_s,
     }
 
 
-def nmf_agreement(model, batches, fast: dict, slow: dict) -> dict:
+def dictionaries(positions: dict, sizes: dict, **sae_kw) -> tuple[dict, dict]:
+    """NMF and TopK SAE encoders per layer, and NMF's slow-path encoders (every HALS sweep
+    over the whole batch, ``transform_tol`` = 0), the reference for the fast path."""
+    units, slow = {}, {}
+    for layer, k in sizes.items():
+        nmf = NMF(k, random_state=0).fit(positions[layer])
+        units[(layer, "nmf")] = nmf.encode
+        slow[(layer, "nmf")] = NMF(k, transform_tol=0.0).load_state(nmf.state()).encode
+        units[(layer, "sae")] = TopKSAE(k, random_state=0, **sae_kw).fit(positions[layer]).encode
+    return units, slow
+
+
+@torch.no_grad()
+def throughput(n_images: int, repeats: int) -> dict:
+    demo = load_demo_model()
+    model = demo.model
+    x = demo_preprocess(demo.dataset.images[:n_images])  # N, 1, 28, 28
+    batches = [
+        (torch.arange(i, min(i + BATCH, n_images)), x[i : i + BATCH])
+        for i in range(0, n_images, BATCH)
+    ]
+    positions = sample_positions(
+        model,
+        list(LAYERS),
+        batches,
+        per_image=8,
+        max_samples=20000,
+        generator=torch.Generator().manual_seed(0),
+    )
+    dict_units, nmf_slow = dictionaries(positions, dict.fromkeys(LAYERS, 16), k=4, epochs=5)
+    units = {**neuron_units(), **dict_units}
+    return search_throughput(model, list(LAYERS), batches, units, nmf_slow, repeats)
+
+
+def resnet_images(n: int, seed: int = 0) -> torch.Tensor:
+    """n procedural shapes at 224 px, each tinted with a random colour and normalised with
+    ImageNet's statistics: (n, 3, 224, 224)."""
+    gray = torch.from_numpy(procedural_dataset(n, seed=seed, size=224).images).float() / 255
+    tint = torch.rand(n, 3, 1, 1, generator=torch.Generator().manual_seed(seed)) * 0.8 + 0.2
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    return (gray[:, None] * tint - mean) / std  # N, 3, 224, 224
+
+
+@torch.no_grad()
+def resnet_throughput(n_images: int, repeats: int) -> dict:
+    """The exemplar search on a ResNet-18 (random weights, BatchNorm statistics of the
+    images) at 224 px, layer3 and layer4: neurons, and neurons with NMF and SAE features."""
+    x = resnet_images(n_images)
+    model = calibrate_batchnorm(resnet18(seed=0), x[:RESNET_BATCH])
+    layers = list(RESNET_LAYERS)
+    batches = [
+        (torch.arange(i, min(i + RESNET_BATCH, n_images)), x[i : i + RESNET_BATCH])
+        for i in range(0, n_images, RESNET_BATCH)
+    ]
+    positions = sample_positions(
+        model,
+        layers,
+        batches,
+        per_image=16,
+        max_samples=20000,
+        generator=torch.Generator().manual_seed(0),
+    )
+    start = time.perf_counter()
+    dict_units, nmf_slow = dictionaries(positions, RESNET_LAYERS, k=8, epochs=5)
+    fit_s = time.perf_counter() - start
+    units = {**neuron_units(layers), **dict_units}
+    out = search_throughput(model, layers, batches, units, nmf_slow, repeats)
+    return {
+        "model": "resnet18 (random weights, BatchNorm calibrated), 224 px RGB",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "layers": RESNET_LAYERS,
+        "fit_positions": len(positions[layers[0]]),
+        "dictionary_fit_s": fit_s,
+        **out,
+    }
+
+
+def nmf_agreement(model, layers: list[str], batches, fast: dict, slow: dict) -> dict:
     """The NMF encoder against its slow path on the benchmark images: the largest relative
     difference of the codes (one batch) and the share of top-k / bottom-k exemplar indices
     that agree (as sets, and in order)."""
     x = batches[0][1]
-    with LayerCapture(model, list(LAYERS)) as cap:
+    with LayerCapture(model, layers) as cap:
         model(x)
         codes_diff = max(
             float((fast[key](pos) - slow[key](pos)).norm() / slow[key](pos).norm().clamp(min=1e-12))

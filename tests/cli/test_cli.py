@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, func, select
 
 from analysis.schema import COLUMNS
 from assay.cli import main
+from experiments.paradigms import PARADIGMS
 from server.devserver import serving
 from server.export import trial_rows
 from server.extensions import get_db
@@ -195,16 +196,17 @@ def test_intruder_demo_ends_with_every_trial_once_and_a_report_with_its_glmm(tmp
 
 
 def test_demo_list_methods_and_paradigms_print_the_registries():
+    demos = sorted(p.stem for p in (ROOT / "experiments" / "demos").glob("*.toml"))
     listed = run("demo", "--list")
     assert listed.exit_code == 0
-    names = [line.split()[0] for line in listed.output.splitlines()]
-    assert names == ["2afc", "intruder"]
+    assert [line.split()[0] for line in listed.output.splitlines()] == demos
     unknown = run("demo", "--study", "nope")
-    assert unknown.exit_code == 2 and "no demo study 'nope' (demo studies: 2afc, intruder)" in \
-        unknown.output
+    assert unknown.exit_code == 2
+    assert f"no demo study 'nope' (demo studies: {', '.join(demos)})" in unknown.output
     paradigms = run("paradigms").output.splitlines()
-    assert [line.split()[:2] for line in paradigms] == [["2afc_exemplar", "r1"],
-                                                          ["intruder", "r1"]]
+    assert [line.split()[:2] for line in paradigms] == [
+        [pid, f"r{p.revision}"] for pid, p in PARADIGMS.items()]
+    assert "2afc_exemplar" in PARADIGMS
     methods = run("methods").output
     assert "  exemplars     r1" in methods and "  nmf           r1" in methods
     assert "  logit         r1" in methods and "  torchvision" in methods

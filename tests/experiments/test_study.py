@@ -33,7 +33,7 @@ BROKEN = [
     (
         DEMO.replace('id = "2afc_exemplar"', 'id = "3afc"'),
         "paradigm: Input tag '3afc' found using 'id' does not match any of the expected tags: "
-        "'2afc_exemplar', 'intruder'",
+        "'2afc_exemplar'",
     ),
     (
         DEMO.replace('source = "nmf"', 'source = "nmf"\nroles = { references = "maco" }'),
