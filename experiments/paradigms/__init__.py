@@ -4,8 +4,10 @@ folder, one line below, and its jsPsych plugin in server/static/js/paradigms/.""
 from __future__ import annotations
 
 from experiments.paradigms.base import Paradigm
+from experiments.paradigms.intruder import Intruder
 from experiments.paradigms.two_afc import TwoAFC
 
 PARADIGMS: dict[str, Paradigm] = {
     "2afc_exemplar": TwoAFC(),
+    "intruder": Intruder(),
 }

@@ -173,6 +173,28 @@ def test_simulate_drives_participants_through_a_running_server(app, launch):
     assert not frame.duplicated(["participant", "trial_index"]).any()
 
 
+def test_intruder_demo_ends_with_every_trial_once_and_a_report_with_its_glmm(tmp_path):
+    workdir = tmp_path / "demo"
+    result = run_demo(workdir, "--study", "intruder", "--simulate", "8", "--stimuli",
+                      "procedural")
+    assert "simulated 8 participants" in result.stdout
+    frame = pd.read_csv(workdir / "intruder-trials.csv")
+    assert frame["participant"].nunique() == 8 and set(frame["paradigm"]) == {"intruder"}
+    main_trials = frame[frame.trial_kind != "practice"]
+    assert (main_trials.groupby("participant").size() == 12 + 2).all()
+    assert not frame.duplicated(["participant", "trial_index"]).any()
+    assert set(frame["chance"]) == {0.2} and main_trials["correct"].mean() > 0.4
+    assert set(frame["intruder_from"]) == {"other_unit", "catch"}
+    report = workdir / "intruder-report"
+    html = (report / "report.html").read_text()
+    assert "Intruder detection" in html and "exclusion rules of launched version 1" in html
+    models = pd.read_csv(report / "models.csv")
+    assert models["error"].isna().all()
+    assert models["formula"].iloc[0] == "correct ~ condition + (1|participant) + (1|unit_id)"
+    fixef = pd.read_csv(report / "model_fixef.csv")
+    assert "conditionneurons" in set(fixef["term"])
+
+
 def test_demo_list_methods_and_paradigms_print_the_registries():
     demos = sorted(p.stem for p in (ROOT / "experiments" / "demos").glob("*.toml"))
     listed = run("demo", "--list")
