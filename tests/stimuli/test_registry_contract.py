@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
 from stimuli.exemplars import ExemplarSearch
 from stimuli.explain_context import ExplainContext, UnitStatistics
 from stimuli.images import ArrayImages, ImageTransform, iter_batches
 from stimuli.methods.base import UnitRef
-from stimuli.registry import METHODS, SOURCES, load_plugins
+from stimuli.registry import METHODS, MODELS, SOURCES, load_plugins
 from stimuli.sources.base import UnitSource
 from stimuli.stimulus_set import ImageRef, Pair, encode_png
 from tests.stimuli.conftest import make_tiny_cnn, planted_dictionary
@@ -140,3 +141,26 @@ def test_other_packages_register_methods_through_entry_points(tmp_path, monkeypa
     finally:
         METHODS.clear()
         METHODS.update(registry)
+
+
+@pytest.mark.parametrize("model_id", list(MODELS))
+def test_model_loaders(model_id):
+    """Each loader's options are told apart by `source`, which is its id, and every loader
+    takes the layers to explain and how token layers are read."""
+    cls = MODELS[model_id]
+    assert cls.id == model_id and cls.description
+    fields = cls.Config.model_fields
+    assert fields["source"].default == model_id
+    assert {"layers", "cls_token"} <= set(fields)
+    with pytest.raises(ValidationError, match="layers"):
+        cls.Config.model_validate({"source": model_id, "layers": []})
+
+
+def test_the_demo_and_factory_loaders_load(tmp_path):
+    """(torchvision and timm: tests/stimuli/test_vision_models.py, in their own venv)."""
+    factory = MODELS["factory"]().load(
+        MODELS["factory"].Config(factory="tests.stimuli.conftest:make_tiny_cnn", layers=["0"],
+                                 classes=list("abcd")),
+        seed=0, cache_dir=tmp_path, device=CPU)
+    assert not factory.model.training and factory.classes == list("abcd")
+    assert factory.images is None and factory.info["source"] == "factory"
