@@ -175,11 +175,11 @@ def test_simulate_drives_participants_through_a_running_server(app, launch):
 
 def test_intruder_demo_ends_with_every_trial_once_and_a_report_with_its_glmm(tmp_path):
     workdir = tmp_path / "demo"
-    result = run_demo(workdir, "--study", "intruder", "--simulate", "8", "--stimuli",
+    result = run_demo(workdir, "--study", "intruder", "--simulate", "6", "--stimuli",
                       "procedural")
-    assert "simulated 8 participants" in result.stdout
+    assert "simulated 6 participants" in result.stdout
     frame = pd.read_csv(workdir / "intruder-trials.csv")
-    assert frame["participant"].nunique() == 8 and set(frame["paradigm"]) == {"intruder"}
+    assert frame["participant"].nunique() == 6 and set(frame["paradigm"]) == {"intruder"}
     main_trials = frame[frame.trial_kind != "practice"]
     assert (main_trials.groupby("participant").size() == 12 + 2).all()
     assert not frame.duplicated(["participant", "trial_index"]).any()
