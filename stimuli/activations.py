@@ -55,18 +55,25 @@ def to_positions(acts: torch.Tensor) -> torch.Tensor:
     return acts.permute(0, 2, 3, 1).reshape(n * h * w, c)  # N*H*W, C
 
 
-def unit_scores(acts: torch.Tensor, encoder: Encoder | None, pooling: str) -> torch.Tensor:
+def unit_scores(
+    acts: torch.Tensor,
+    encoder: Encoder | None,
+    pooling: str,
+    *,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Pooled unit activations (N, U): channels if ``encoder`` is None, else dictionary codes.
 
     With an encoder, every position vector is encoded, (N*H*W, C) -> (N*H*W, K), the codes are
-    laid back out as (N, K, H, W) and pooled like channels.
+    laid back out as (N, K, H, W) and pooled like channels. ``positions`` is
+    ``to_positions(acts)`` if the caller has it (a copy of the layer, shared by its encoders).
     """
     if encoder is None:
         return pool(acts, pooling)
     if acts.ndim == 2:
         return encoder(acts)  # N, K
     n, _, h, w = acts.shape
-    codes = encoder(to_positions(acts))  # N*H*W, K
+    codes = encoder(to_positions(acts) if positions is None else positions)  # N*H*W, K
     codes = codes.reshape(n, h, w, -1).permute(0, 3, 1, 2)  # N, K, H, W
     return pool(codes, pooling)
 

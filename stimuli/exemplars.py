@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from stimuli.activations import RunningExtremes, unit_scores
+from stimuli.activations import RunningExtremes, to_positions, unit_scores
 from stimuli.models import LayerCapture
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,25 @@ class ExemplarSearch:
         self.extremes_ = {
             key: RunningExtremes(self.n_extremes, subset=self.subset) for key in units
         }
+        shared = _layers_with_encoders(units)
         with LayerCapture(model, layers, cls_token=self.cls_token) as cap:
             for index, x in batches:
                 model(x.to(self.device))
+                # a layer's position vectors (B*H*W, C) are a copy: made once for its encoders
+                positions = {layer: to_positions(cap.outputs[layer]) for layer in shared}
                 for key, encoder in units.items():
-                    scores = unit_scores(cap.outputs[key[0]], encoder, self.pooling)  # B, U
+                    scores = unit_scores(  # B, U
+                        cap.outputs[key[0]], encoder, self.pooling, positions=positions.get(key[0])
+                    )
                     self.extremes_[key].update(index, scores)
         n_seen = {e.n_seen_ for e in self.extremes_.values()}
         self.n_images_ = n_seen.pop() if n_seen else 0
         return self
+
+
+def _layers_with_encoders(units: Mapping[tuple[str, str], Encoder | None]) -> list[str]:
+    """Layers with more than one encoder: their position vectors are worth sharing."""
+    counts: dict[str, int] = {}
+    for layer, _ in (key for key, encoder in units.items() if encoder is not None):
+        counts[layer] = counts.get(layer, 0) + 1
+    return [layer for layer, n in counts.items() if n > 1]

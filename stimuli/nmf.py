@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -210,60 +211,100 @@ def _reseed(X: torch.Tensor, Wt: torch.Tensor, H: torch.Tensor, dead: torch.Tens
     log.info("NMF: re-seeded %d dead component(s)", len(dead))
 
 
+def hals_codes(X: torch.Tensor, H: torch.Tensor, *, sweeps: int) -> torch.Tensor:
+    """Codes W (N, K) >= 0 for X (N, C) and a fixed H (K, C): the least-squares codes clipped
+    at zero, then ``sweeps`` HALS sweeps. A start for the fit, not a converged solution."""
+    G = H @ H.T  # K, K
+    P = H @ X.T  # K, N
+    Wt = torch.linalg.solve(G + _ridge(G), P).clamp_(min=0)  # K, N
+    _hals_sweeps(Wt, P, G, sweeps)
+    return Wt.T.contiguous()
+
+
+def _ridge(G: torch.Tensor) -> torch.Tensor:
+    """A tiny multiple of the identity (K, K): G + ridge is invertible even for dead atoms."""
+    eye = torch.eye(len(G), dtype=G.dtype, device=G.device)
+    return 1e-6 * G.diagonal().mean().clamp(min=_EPS) * eye
+
+
+class CodeSolver(NamedTuple):
+    """What :func:`nnls_codes` needs of a dictionary H (K, C), computed once per dictionary."""
+
+    target: torch.Tensor  # C, K: X -> X H^T / L, the gradient step's constant part
+    start: torch.Tensor  # K, K: X H^T / L -> the least-squares codes X H^T G^-1, L G^-1
+    step: torch.Tensor  # K, K: I - G / L, the gradient step's linear part
+    momentum: float  # Nesterov's constant momentum for the condition number L / mu
+    rate: float  # the linear rate of convergence, 1 - sqrt(mu / L)
+
+
+def code_solver(H: torch.Tensor) -> CodeSolver:
+    """The constants of :func:`nnls_codes` for H (K, C): the Gram matrix G = H H^T (plus a tiny
+    ridge, so that mu > 0), its extreme eigenvalues L and mu, and the maps built from them."""
+    G = H @ H.T
+    G = G + _ridge(G)  # K, K
+    eig = torch.linalg.eigvalsh(G.double())  # ascending
+    lip, mu = float(eig[-1]), max(float(eig[0]), float(eig[-1]) * 1e-12)
+    q = (mu / lip) ** 0.5
+    eye = torch.eye(len(G), dtype=H.dtype, device=H.device)
+    return CodeSolver(
+        target=(H.T / lip).contiguous(),
+        start=torch.linalg.inv(G) * lip,
+        step=eye - G / lip,
+        momentum=(1 - q) / (1 + q),
+        rate=1 - q,
+    )
+
+
 def nnls_codes(
     X: torch.Tensor,
     H: torch.Tensor,
     *,
-    sweeps: int = 30,
-    tol: float = 0.0,
+    max_iter: int = 300,
+    tol: float = 1e-4,
     chunk: int | None = None,
+    solver: CodeSolver | None = None,
 ) -> torch.Tensor:
     """Non-negative codes W (N, K) minimising ||X - W H|| for a fixed dictionary H (K, C).
 
-    The least-squares codes clipped at zero, then up to ``sweeps`` HALS sweeps.
+    Each row is a K-dimensional non-negative least-squares problem with the same Gram matrix
+    G = H H^T. They are solved together by accelerated projected gradient with Nesterov's
+    constant momentum for a strongly convex quadratic (Nesterov 2004, 2.2.4), from the
+    least-squares codes clipped at zero: an iteration is one (L, K) x (K, K) product and two
+    element-wise ops, where a HALS sweep is 2 K small ops (slower from K ~ 32 on, and much
+    slower to converge when atoms overlap). The rate is 1 - sqrt(mu / L), mu and L the
+    extreme eigenvalues of G, so the distance to the exact codes is at most the last step
+    over (1 - rate); measured on CNN layers' dictionaries, it is 2-3 times the last step.
 
-    With ``tol`` = 0 (the fit's path) every row gets all the sweeps over the whole matrix.
-    With ``tol`` > 0 (the encoder's path) the rows are taken in blocks of ``chunk`` rows
-    (default: about 1 MiB of codes, so that a block's sweeps run in cache), the start is
-    the least-squares solution through a precomputed inverse of the K x K Gram matrix, and a
-    block stops sweeping once a sweep changes its codes by less than ``tol`` in relative
-    Frobenius norm. A row's sweeps do not depend on the other rows, so a block that runs all
-    its sweeps gets the codes of the ``tol`` = 0 path up to rounding, and one that stops
-    early is within about ``tol`` of them (HALS steps shrink geometrically). Measured on the
-    demo CNN's block2 / block3 (tests/stimuli/test_exemplars.py, benchmarks/exemplars.py):
-    relative difference <= 1e-4 at ``tol`` = 1e-4, the same top-k exemplars.
+    The rows are taken in blocks of ``chunk`` rows (default: about 4 MiB of codes); a block
+    stops once an iteration changes its codes by less than 2 ``tol`` (1 - rate) in relative
+    Frobenius norm (checked every 4 iterations), so that they are within about ``tol`` of
+    the exact codes; with ``tol`` = 0 every block runs ``max_iter`` iterations. Rows do not
+    interact, so the blocking changes nothing but when a block stops. ``solver`` is
+    :func:`code_solver` of H, if the caller keeps it.
     """
-    HHt = H @ H.T  # K, K
-    P = H @ X.T  # K, N
-    ridge = 1e-6 * HHt.diagonal().mean() * torch.eye(len(H), dtype=H.dtype, device=H.device)
-    if tol <= 0:
-        Wt = torch.linalg.solve(HHt + ridge, P).clamp_(min=0)  # K, N
-        _hals_sweeps(Wt, P, HHt, sweeps)
-        return Wt.T.contiguous()
-    inverse = torch.linalg.inv(HHt + ridge)  # K, K: one small inverse, then a matmul per block
-    diag = HHt.diagonal().clamp(min=_EPS)[:, None]  # K, 1
-    coupling = HHt / diag  # K, K: G[k, j] / G[k, k] with a zero diagonal
-    coupling.fill_diagonal_(0.0)
-    # an all-zero atom keeps its start, as in _hals_sweeps
-    rows = [k for k, g in enumerate(HHt.diagonal().tolist()) if g > 0]
-    coupling_rows = coupling.unbind(0)
-    W = torch.empty(X.shape[0], len(H), dtype=X.dtype, device=X.device)  # N, K
-    chunk = chunk or max(1024, (1 << 20) // (len(H) * X.element_size()))
-    for start in range(0, X.shape[0], chunk):
-        Pb = P[:, start : start + chunk]  # K, L
-        Wt = (inverse @ Pb).clamp_(min=0)  # K, L
-        Wt_T, Wt_rows, Pn_rows = Wt.T, Wt.unbind(0), (Pb / diag).unbind(0)  # views, made once
-        new = torch.empty_like(Wt_rows[0])  # L
-        before = torch.empty_like(Wt)
-        for _ in range(sweeps):
-            before.copy_(Wt)
-            for k in rows:  # Wt[k] = max(0, P[k] / G[k, k] - sum_{j != k} G[k, j] Wt[j] / G[k, k])
-                torch.addmv(Pn_rows[k], Wt_T, coupling_rows[k], alpha=-1.0, out=new)
-                torch.clamp(new, min=0.0, out=Wt_rows[k])
-            if before.sub_(Wt).norm() <= tol * Wt.norm():
-                break
-        W[start : start + chunk] = Wt_T
+    solver = solver or code_solver(H)
+    n_atoms = solver.step.shape[0]
+    W = torch.empty(X.shape[0], n_atoms, dtype=X.dtype, device=X.device)  # N, K
+    chunk = chunk or max(1024, (1 << 22) // (n_atoms * X.element_size()))
+    threshold = 2 * tol * (1 - solver.rate)
+    for first in range(0, X.shape[0], chunk):
+        target = X[first : first + chunk] @ solver.target  # L, K: the one product with X
+        W[first : first + chunk] = _apg(target, solver, max_iter, threshold)
     return W
+
+
+def _apg(target: torch.Tensor, solver: CodeSolver, max_iter: int, threshold: float) -> torch.Tensor:
+    """The iterations of :func:`nnls_codes` on one block, from its X H^T / L (L, K)."""
+    codes = (target @ solver.start).clamp_(min=0)  # L, K: least squares, clipped
+    ahead, new = codes.clone(), torch.empty_like(codes)  # the extrapolated point, the next
+    for i in range(1, max_iter + 1):
+        torch.addmm(target, ahead, solver.step, out=new).clamp_(min=0)
+        torch.lerp(codes, new, 1 + solver.momentum, out=ahead)
+        done = threshold > 0 and i % 4 == 0 and torch.dist(new, codes) <= threshold * new.norm()
+        codes, new = new, codes
+        if done:
+            break
+    return codes
 
 
 class NMF:
@@ -275,8 +316,11 @@ class NMF:
     ``dead_components_`` (indices of components unused on the training data),
     ``n_reseeded_`` and ``history_`` ([(seconds, relative error)] per iteration).
 
-    With ``subsample`` rows (if N > 2 * subsample) the dictionary is first fitted on a random
-    subset of rows and refined on all of them: a warm start much cheaper than a cold one.
+    With ``subsample`` rows (if N > 2 * subsample) the dictionary is first fitted on random
+    subsets of rows and refined on all of them: a warm start much cheaper than a cold one.
+    :meth:`transform` (``encode``) solves for codes to within about ``transform_tol`` of the
+    exact non-negative least-squares ones (:func:`nnls_codes`; ``transform_tol`` = 0 runs all
+    ``transform_max_iter`` iterations).
     """
 
     def __init__(
@@ -286,7 +330,7 @@ class NMF:
         max_iter: int = 200,
         tol: float = 1e-4,
         inner_sweeps: int = 2,
-        transform_sweeps: int = 10,
+        transform_max_iter: int = 300,
         transform_tol: float = 1e-4,
         subsample: int | None = 5000,
         random_state: int = 0,
@@ -297,7 +341,7 @@ class NMF:
         self.max_iter = max_iter
         self.tol = tol
         self.inner_sweeps = inner_sweeps
-        self.transform_sweeps = transform_sweeps
+        self.transform_max_iter = transform_max_iter
         self.transform_tol = transform_tol
         self.subsample = subsample
         self.random_state = random_state
@@ -359,10 +403,10 @@ class NMF:
         for i, size in enumerate(sizes):
             if i:
                 rows = X[order[:size]]
-                W0 = nnls_codes(rows, H0, sweeps=self.inner_sweeps)
+                W0 = hals_codes(rows, H0, sweeps=self.inner_sweeps)
             tol = max(self.tol, 1e-4 if size == self.subsample else 3e-4)
             _, H0, _ = hals_nmf(rows, W0, H0, **{**fit_kw, "tol": tol})
-        return nnls_codes(X, H0, sweeps=self.inner_sweeps), H0
+        return hals_codes(X, H0, sweeps=self.inner_sweeps), H0
 
     def fit(self, X) -> NMF:
         self.fit_transform(X)
@@ -380,7 +424,15 @@ class NMF:
             raise ValueError(
                 f"X has {X.shape[1]} columns, the dictionary {self.components_.shape[1]}"
             )
-        return nnls_codes(X, self.components_, sweeps=self.transform_sweeps, tol=self.transform_tol)
+        if getattr(self, "_solver_of", None) is not self.components_:  # once per dictionary
+            self._solver, self._solver_of = code_solver(self.components_), self.components_
+        return nnls_codes(
+            X,
+            self.components_,
+            max_iter=self.transform_max_iter,
+            tol=self.transform_tol,
+            solver=self._solver,
+        )
 
     encode = transform
 

@@ -79,13 +79,17 @@ def _aux_loss(
     return ((z @ W_dec - resid) ** 2).sum(dim=1).mean()
 
 
-def _check_matrix(X, name: str = "X") -> torch.Tensor:
+def _check_shape(X, name: str = "X") -> torch.Tensor:
     X = torch.as_tensor(X)
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
         raise ValueError(
             f"{name} must be a non-empty 2-D matrix (N, C), got shape {tuple(X.shape)}"
         )
-    X = X.float()
+    return X.float()
+
+
+def _check_matrix(X, name: str = "X") -> torch.Tensor:
+    X = _check_shape(X, name)
     lo, hi = torch.aminmax(X)  # one pass; a NaN anywhere makes both NaN
     if not (torch.isfinite(lo) and torch.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -270,11 +274,32 @@ class TopKSAE:
 
     @torch.no_grad()
     def encode(self, X) -> torch.Tensor:
-        """Sparse codes (N, K), at most k non-zero per row, in the units of X."""
+        """Sparse codes (N, K), at most k non-zero per row, in the units of X.
+
+        One product, TopK and a scatter: the input scale and the decoder bias are folded into
+        the encoder's weights and bias once per fitted model, ((X / s) - b_dec) W_enc + b_enc
+        = X (W_enc / s) + (b_enc - b_dec W_enc). NaN or infinite inputs reach every
+        pre-activation of their row, so they are looked for there, (N, K), not in X (N, C).
+        """
         self._check_fitted()
-        X = _check_matrix(X).to(self.device) / self.scale_
-        pre = (X - self.b_dec_) @ self.W_enc_ + self.b_enc_
-        return topk_relu(pre, self.k) * self.scale_
+        X = _check_shape(X).to(self.device)
+        weight, bias = self._folded_encoder()  # C, K and K
+        pre = torch.addmm(bias, X, weight)  # N, K
+        if not torch.isfinite(pre.sum()) and not torch.isfinite(pre).all():  # the sum: cheap
+            _check_matrix(X)  # names NaN or infinite inputs
+            raise ValueError("X is too large: its pre-activations overflow")
+        values, index = torch.topk(pre, self.k, dim=1)  # N, k
+        return torch.zeros_like(pre).scatter_(1, index, values.clamp_(min=0).mul_(self.scale_))
+
+    def _folded_encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_enc / scale (C, K), b_enc - b_dec W_enc (K,)), computed once per fitted state."""
+        learned = (self.W_enc_, self.b_enc_, self.b_dec_, self.scale_)
+        cached = getattr(self, "_folded", None)
+        if cached is None or any(a is not b for a, b in zip(cached[0], learned, strict=True)):
+            weight = (self.W_enc_ / self.scale_).contiguous()
+            bias = self.b_enc_ - self.b_dec_ @ self.W_enc_
+            self._folded = (learned, (weight, bias))
+        return self._folded[1]
 
     transform = encode
 
