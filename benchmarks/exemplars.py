@@ -71,11 +71,14 @@ def timed(fns: dict, batches: list, repeats: int) -> dict:
     for the whole pass and summed per batch: a function is given the batches through a
     generator that notes when it hands each one out, so a batch's time runs from its hand-out
     to the next one's (the forward pass and all work on it), and each batch's best round
-    counts. The per-batch sum is the steadier figure when other processes come and go."""
+    counts. The per-batch sum is the steadier figure when other processes come and go. The
+    order rotates between rounds, so that none always runs after another's allocations."""
     whole = dict.fromkeys(fns, float("inf"))
     per_batch = {name: [float("inf")] * len(batches) for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # each goes first once
+            fn = fns[name]
             stamps: list[float] = []
 
             def feed(stamps=stamps):

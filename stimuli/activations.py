@@ -143,11 +143,8 @@ class RunningExtremes:
     def _init(self, n_units: int, dtype: torch.dtype, device: torch.device) -> None:
         if self.k < 1:
             raise ValueError(f"k must be positive, not {self.k}")
-        empty = torch.empty(n_units, 0, dtype=dtype, device=device)
-        empty_idx = torch.empty(n_units, 0, dtype=torch.int64, device=device)
-        self.top_values_, self.top_indices_ = empty, empty_idx
-        self.bottom_values_, self.bottom_indices_ = empty.clone(), empty_idx.clone()
-        self._top_keys, self._bottom_keys = empty_idx.clone(), empty_idx.clone()
+        self._top = _Extremes(self.k, n_units, dtype, device)
+        self._bottom = _Extremes(self.k, n_units, dtype, device)
         subset = torch.empty(0, dtype=torch.int64) if self.subset is None else self.subset
         self.subset_index_ = torch.sort(subset.to(torch.int64)).values.to(device)  # R
         self._subset_rows = {int(i): row for row, i in enumerate(self.subset_index_.tolist())}
@@ -156,6 +153,22 @@ class RunningExtremes:
         )
         self.n_seen_ = 0
 
+    @property
+    def top_values_(self) -> torch.Tensor:
+        return self._top.merged().values
+
+    @property
+    def top_indices_(self) -> torch.Tensor:
+        return self._top.merged().indices
+
+    @property
+    def bottom_values_(self) -> torch.Tensor:
+        return self._bottom.merged().values
+
+    @property
+    def bottom_indices_(self) -> torch.Tensor:
+        return self._bottom.merged().indices
+
     @torch.no_grad()
     def update(self, index: torch.Tensor, scores: torch.Tensor) -> RunningExtremes:
         if scores.ndim != 2 or index.shape != (scores.shape[0],):
@@ -163,26 +176,16 @@ class RunningExtremes:
                 "expected index (B,) and scores (B, U), got "
                 f"{tuple(index.shape)} and {tuple(scores.shape)}"
             )
-        if not hasattr(self, "top_values_"):
+        if not hasattr(self, "_top"):
             self._init(scores.shape[1], scores.dtype, scores.device)
-        index = index.to(scores.device)
+        index = index.to(scores.device, copy=True)  # kept until merged: the caller may reuse
         n_units = scores.shape[1]
         idx = index[None, :].expand(n_units, -1)  # U, B
-        vals = scores.T  # U, B
+        vals = scores.T.contiguous()  # U, B (a copy, as index)
         ordered = _ordered_bits(vals) * (1 << 32)  # U, B; the same keys as order_keys
         tie = ((1 << 32) - 1 - tie_rank(index))[None, :]  # 1, B
-        self.top_values_, self.top_indices_, self._top_keys = _merge(
-            self.top_values_, self.top_indices_, self._top_keys, vals, idx, ordered + tie, self.k
-        )
-        self.bottom_values_, self.bottom_indices_, self._bottom_keys = _merge(
-            self.bottom_values_,
-            self.bottom_indices_,
-            self._bottom_keys,
-            vals,
-            idx,
-            tie - ordered,
-            self.k,
-        )
+        self._top.add(vals, idx, ordered + tie)
+        self._bottom.add(vals, idx, tie - ordered)
         if self._subset_rows:  # a dict lookup: torch.searchsorted is slow on the CPU here
             rows = self._subset_rows
             hits = [(j, rows[i]) for j, i in enumerate(index.tolist()) if i in rows]
@@ -190,6 +193,50 @@ class RunningExtremes:
                 cols, subset_rows = zip(*hits, strict=True)
                 self.subset_scores_[list(subset_rows)] = scores[list(cols)]
         self.n_seen_ += int(index.shape[0])
+        return self
+
+
+class _Extremes:
+    """One side of :class:`RunningExtremes`: the k values of each unit with the largest keys.
+
+    Merged lazily: candidates wait in a buffer of up to 4 k per unit, and one top-k over the
+    kept and the waiting ones runs when it is full or read (a top-k of k out of k + B per
+    batch costs about as much as one of k out of 5 k). Once k are kept, only candidates above
+    a unit's k-th key wait at all; the kept k-th only rises, so the test stays valid. The
+    result is the top-k of every key seen, whatever the merging schedule.
+    """
+
+    def __init__(self, k: int, n_units: int, dtype: torch.dtype, device: torch.device):
+        self.k = k
+        self.values = torch.empty(n_units, 0, dtype=dtype, device=device)  # U, k
+        self.indices = torch.empty(n_units, 0, dtype=torch.int64, device=device)  # U, k
+        self.keys = torch.empty(n_units, 0, dtype=torch.int64, device=device)  # U, k
+        self._waiting: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._width = 0
+
+    def add(self, values: torch.Tensor, indices: torch.Tensor, keys: torch.Tensor) -> None:
+        """Candidates (U, B) each: scores, image indices, order keys (unique)."""
+        if self.keys.shape[1] == self.k:  # full: only keys beating a unit's k-th can enter
+            m = int((keys > self.keys[:, -1:]).sum(dim=1).max())
+            if m == 0:
+                return
+            if m < keys.shape[1]:
+                keys, pick = torch.topk(keys, m, dim=1, sorted=False)  # U, m
+                values, indices = values.gather(1, pick), indices.gather(1, pick)
+        self._waiting.append((values, indices, keys))
+        self._width += keys.shape[1]
+        if self._width >= 4 * self.k:
+            self.merged()
+
+    def merged(self) -> _Extremes:
+        if self._waiting:
+            parts = [(self.values, self.indices, self.keys), *self._waiting]
+            keys = torch.cat([p[2] for p in parts], dim=1)  # U, k + waiting
+            top = torch.topk(keys, min(self.k, keys.shape[1]), dim=1, sorted=True)
+            self.values = torch.cat([p[0] for p in parts], dim=1).gather(1, top.indices)
+            self.indices = torch.cat([p[1] for p in parts], dim=1).gather(1, top.indices)
+            self.keys = top.values
+            self._waiting, self._width = [], 0
         return self
 
 
@@ -217,19 +264,3 @@ def order_keys(values: torch.Tensor, index: torch.Tensor, *, descending: bool) -
     """
     ordered = _ordered_bits(values)
     return (ordered if descending else -ordered) * (1 << 32) + ((1 << 32) - 1 - tie_rank(index))
-
-
-def _merge(values, indices, keys, new_values, new_indices, new_keys, k):
-    """Merge (U, k) running extremes with (U, B) new scores, keeping the k first by key."""
-    if keys.shape[1] == k:  # full: only scores beating a unit's k-th can enter
-        m = int((new_keys > keys[:, -1:]).sum(dim=1).max())
-        if m == 0:
-            return values, indices, keys
-        if m < new_keys.shape[1]:
-            new_keys, pick = torch.topk(new_keys, m, dim=1, sorted=False)  # U, m
-            new_values, new_indices = new_values.gather(1, pick), new_indices.gather(1, pick)
-    all_keys = torch.cat([keys, new_keys], dim=1)  # U, k+B
-    top = torch.topk(all_keys, min(k, all_keys.shape[1]), dim=1, sorted=True)
-    vals = torch.cat([values, new_values], dim=1).gather(1, top.indices)
-    idx = torch.cat([indices, new_indices], dim=1).gather(1, top.indices)
-    return vals, idx, top.values

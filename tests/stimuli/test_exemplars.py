@@ -13,13 +13,16 @@ from stimuli.nmf import NMF, nnls_codes
 from tests.stimuli.conftest import planted_dictionary
 
 
-def test_running_extremes_match_a_full_sort():
+@pytest.mark.parametrize("batch", [64, 5])  # merged at every batch / candidates wait (k = 7)
+def test_running_extremes_match_a_full_sort(batch):
     gen = torch.Generator().manual_seed(0)
     scores = torch.randint(-10, 10, (500, 6), generator=gen).float() / 4  # ties, negatives
     subset = torch.tensor([3, 250, 499])
     ext = RunningExtremes(7, subset=subset)
-    for start in range(0, 500, 64):
-        ext.update(torch.arange(start, min(start + 64, 500)), scores[start : start + 64])
+    for start in range(0, 500, batch):
+        ext.update(torch.arange(start, min(start + batch, 500)), scores[start : start + batch])
+        if start == 200:  # reading in the middle of the stream merges what waits
+            assert ext.top_values_.shape == (6, 7)
     for u in range(6):
         # most extreme first, ties broken by a fixed pseudo-random rank of the image index
         rank = tie_rank(torch.arange(500)).tolist()
