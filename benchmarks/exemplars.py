@@ -59,6 +59,7 @@ BATCH = 256
 # 32 random positions per image of the benchmark's images (a quick fit: the search's cost
 # depends on the dictionary's size, not on how well it was fitted).
 RESNET_LAYERS = {"layer3": 64, "layer4": 128}
+RESNET_SAE_K = 8
 RESNET_BATCH = 32
 
 
@@ -199,13 +200,15 @@ def resnet_throughput(n_images: int, repeats: int) -> dict:
         generator=torch.Generator().manual_seed(0),
     )
     start = time.perf_counter()
-    dict_units, nmf_slow = dictionaries(positions, RESNET_LAYERS, k=8, epochs=5)
+    dict_units, nmf_slow = dictionaries(positions, RESNET_LAYERS, k=RESNET_SAE_K, epochs=5)
     fit_s = time.perf_counter() - start
     out = search_throughput(model, layers, batches, dict_units, nmf_slow, repeats)
     return {
         "model": "resnet18 (random weights, BatchNorm calibrated), 224 px RGB",
         "parameters": sum(p.numel() for p in model.parameters()),
-        "layers": RESNET_LAYERS,
+        "atoms_per_layer": RESNET_LAYERS,  # NMF and SAE alike
+        "sae_active_features": RESNET_SAE_K,
+        "batch_size": RESNET_BATCH,
         "fit_positions": len(positions[layers[0]]),
         "dictionary_fit_s": fit_s,
         **out,
@@ -339,7 +342,7 @@ def main() -> None:
     sizes = (5000, 20000) if args.quick else (20000, 200000)
     speed = throughput(n_speed, repeats=5)
     report(f"demo CNN, {n_speed} images", speed)
-    resnet = resnet_throughput(n_resnet, repeats=3)
+    resnet = resnet_throughput(n_resnet, repeats=4)
     report(f"ResNet-18, {n_resnet} images", resnet)
     mem = [memory(n) for n in sizes]
     for m in mem:

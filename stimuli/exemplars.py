@@ -9,6 +9,7 @@ method's job (stimuli/methods/exemplars.py). Letters: B images in a batch, U uni
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -80,7 +81,5 @@ class ExemplarSearch:
 
 def _layers_with_encoders(units: Mapping[tuple[str, str], Encoder | None]) -> list[str]:
     """Layers with more than one encoder: their position vectors are worth sharing."""
-    counts: dict[str, int] = {}
-    for layer, _ in (key for key, encoder in units.items() if encoder is not None):
-        counts[layer] = counts.get(layer, 0) + 1
+    counts = Counter(layer for (layer, _), encoder in units.items() if encoder is not None)
     return [layer for layer, n in counts.items() if n > 1]

@@ -121,11 +121,12 @@ def hals_nmf(
     An iteration sweeps W ``inner_sweeps`` times against the extrapolated H, extrapolates W
     (projected onto W >= 0), sweeps H twice as often against it (its products cost N times
     less than W's) and extrapolates H. The error is that of the extrapolated W with the new
-    H, a feasible pair, and the best pair measured is returned. A step that raises the error
-    drops H's extrapolation for the next step and shrinks the step size; the fit stops after
-    a step that lowers the error by less than ``tol`` (relative) below the best so far.
-    Every ``reseed_every`` iterations (in the first 80% of ``max_iter``), dead components
-    (W's column all zero) get the direction of the worst-reconstructed row.
+    H, a feasible pair, and the best pair measured is returned. A step that lowers the best
+    error by at least ``tol`` (relative) lengthens the steps; one that does not (it overshot,
+    or converged) sends the fit back to the best pair with shorter steps and no extrapolation
+    of H, and the fit stops when the next one does not either (at once without
+    extrapolation). Every ``reseed_every`` iterations (in the first 80% of ``max_iter``),
+    dead components (W's column all zero) get the direction of the worst-reconstructed row.
     """
     xx = _sum_squares(X)
     Wt = W.T.contiguous()  # K, N
@@ -136,7 +137,7 @@ def hals_nmf(
     history: list[tuple[float, float]] = []  # (seconds since ``start``, relative error)
     start = time.perf_counter() if start is None else start
     beta, cap = (BETA0, 1.0) if extrapolate else (0.0, 0.0)
-    best, last, reseeded, n_iter = float("inf"), float("inf"), 0, 0
+    best, stalled, reseeded, n_iter = float("inf"), 0, 0, 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007
         # W step: P = Hy X^T (K, N), G = Hy Hy^T (K, K); then W + beta (W - W_prev), >= 0
         W_prev.copy_(Wt)
@@ -162,7 +163,7 @@ def hals_nmf(
         )
         rel = max(err2, 0.0) ** 0.5 / max(xx, _EPS) ** 0.5
         history.append((time.perf_counter() - start, rel))
-        converged = rel <= last and best - rel < tol * best
+        before, progress = best, best - rel  # progress below the best error so far
         if rel < best:
             best = rel
             best_W.copy_(Wy)
@@ -173,19 +174,23 @@ def hals_nmf(
             _reseed(X, Wt, H, dead)
             reseeded += len(dead)
             Hy.copy_(H)
-            best, last = float("inf"), float("inf")  # the fit goes on from the re-seeded pair
+            best, stalled = float("inf"), 0  # the fit goes on from the re-seeded pair
             continue
-        if converged and not len(dead):
-            break
-        if rel > last:  # overshot: no extrapolation of H next step, smaller steps
-            cap, beta = beta, beta / SHRINK
-            Hy.copy_(H)
-        else:
+        if before == float("inf") or progress >= tol * before:  # longer steps, extrapolate H
+            stalled = 0
             beta, cap = min(cap, GROWTH * beta), min(1.0, CAP_GROWTH * cap)
             if Wy is not Wt:
                 Wt.copy_(Wy)
             torch.lerp(H_prev, H, 1.0 + beta, out=Hy).clamp_(min=0.0)
-        last = rel
+            continue
+        stalled += 1
+        if not len(dead) and (stalled == 2 or beta == 0):
+            break
+        # overshot, or too little progress: again from the best pair, smaller steps
+        cap, beta = beta, beta / SHRINK
+        Wt.copy_(best_W)
+        H.copy_(best_H)
+        Hy.copy_(best_H)
     info = {"n_iter": n_iter, "history": history, "reseeded": reseeded, "xx": xx}
     return best_W.T.contiguous(), best_H, info
 
@@ -284,9 +289,11 @@ def nnls_codes(
     """
     solver = solver or code_solver(H)
     n_atoms = solver.step.shape[0]
-    W = torch.empty(X.shape[0], n_atoms, dtype=X.dtype, device=X.device)  # N, K
     chunk = chunk or max(1024, (1 << 22) // (n_atoms * X.element_size()))
     threshold = 2 * tol * (1 - solver.rate)
+    if X.shape[0] <= chunk:
+        return _apg(X @ solver.target, solver, max_iter, threshold)
+    W = torch.empty(X.shape[0], n_atoms, dtype=X.dtype, device=X.device)  # N, K
     for first in range(0, X.shape[0], chunk):
         target = X[first : first + chunk] @ solver.target  # L, K: the one product with X
         W[first : first + chunk] = _apg(target, solver, max_iter, threshold)

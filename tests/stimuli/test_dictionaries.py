@@ -50,6 +50,18 @@ def test_nmf_extrapolation_converges_faster_than_plain_hals(planted):
     assert best[True] < best[False]
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nmf_stops_only_when_converged(seed):
+    # no planted structure: a slow fit, where a step after an overshoot is above the best
+    # error so far without the fit having converged
+    X = torch.rand(3000, 64, generator=torch.Generator().manual_seed(seed)) ** 4
+    nmf = NMF(16, tol=1e-6, max_iter=1000, subsample=None, random_state=0)
+    W = nmf.fit_transform(X)
+    _, _, info = hals_nmf(X, W, nmf.components_, max_iter=30, tol=0.0)
+    later = min(err for _, err in info["history"])
+    assert nmf.relative_error_ - later <= 1e-4 * nmf.relative_error_
+
+
 def test_nmf_is_reproducible(planted):
     X, _ = planted
     a = NMF(8, random_state=3).fit(X[:2000]).components_
@@ -118,6 +130,17 @@ def test_sae_is_reproducible_and_trains_under_no_grad(planted):
 def test_bad_input(estimator, X, message):
     with pytest.raises(ValueError, match=message):
         estimator.fit(X)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_sae_encode_rejects_nan_and_inf(planted, bad):
+    X, _ = planted
+    sae = TopKSAE(8, k=2, epochs=1, random_state=0).fit(X[:500])
+    Y = X[:10].clone()
+    Y[3, 5] = bad  # found through the pre-activations it reaches
+    with pytest.raises(ValueError, match="^X contains NaN or infinite values$"):
+        sae.encode(Y)
+    assert sae.encode(X[:10]).shape == (10, 8)
 
 
 @pytest.mark.parametrize("estimator", [NMF(2), TopKSAE(2, k=1)])
