@@ -160,6 +160,7 @@ def throughput(n_images: int, repeats: int) -> dict:
     demo = load_demo_model()
     model = demo.model
     x = demo_preprocess(demo.dataset.images[:n_images])  # N, 1, 28, 28
+    n_images = len(x)  # the held-out images may be fewer
     batches = [
         (torch.arange(i, min(i + BATCH, n_images)), x[i : i + BATCH])
         for i in range(0, n_images, BATCH)
