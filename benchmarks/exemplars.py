@@ -283,17 +283,7 @@ def memory_child(n_images: int) -> None:
     _, py_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     peak = max(rss[0], current_rss_kib())
-    state = sum(
-        t.numel() * t.element_size()
-        for e in search.extremes_.values()
-        for t in (
-            e.top_values_,
-            e.top_indices_,
-            e.bottom_values_,
-            e.bottom_indices_,
-            e.subset_scores_,
-        )
-    )
+    state = sum(e.nbytes() for e in search.extremes_.values())
     print(
         json.dumps(
             {

@@ -133,7 +133,7 @@ class RunningExtremes:
     ``top_values_`` / ``top_indices_`` and ``bottom_values_`` / ``bottom_indices_``, each (U, k),
     ordered most extreme first (ties broken by :func:`tie_rank`), and the scores of a
     fixed ``subset`` of image indices, ``subset_scores_`` (R, U), for percentile queries.
-    Memory is O(U * (k + R)) whatever the number of images.
+    Memory is O(U * (k + R)) whatever the number of images (:meth:`nbytes`).
     """
 
     def __init__(self, k: int, *, subset: torch.Tensor | None = None):
@@ -155,19 +155,24 @@ class RunningExtremes:
 
     @property
     def top_values_(self) -> torch.Tensor:
-        return self._top.merged().values
+        return self._top.result()[0]
 
     @property
     def top_indices_(self) -> torch.Tensor:
-        return self._top.merged().indices
+        return self._top.result()[1]
 
     @property
     def bottom_values_(self) -> torch.Tensor:
-        return self._bottom.merged().values
+        return self._bottom.result()[0]
 
     @property
     def bottom_indices_(self) -> torch.Tensor:
-        return self._bottom.merged().indices
+        return self._bottom.result()[1]
+
+    def nbytes(self) -> int:
+        """The memory the running state holds, in bytes (its buffers and the subset's scores)."""
+        subset = self.subset_scores_.numel() * self.subset_scores_.element_size()
+        return self._top.nbytes() + self._bottom.nbytes() + subset
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, scores: torch.Tensor) -> RunningExtremes:
@@ -178,10 +183,10 @@ class RunningExtremes:
             )
         if not hasattr(self, "_top"):
             self._init(scores.shape[1], scores.dtype, scores.device)
-        index = index.to(scores.device, copy=True)  # kept until merged: the caller may reuse
+        index = index.to(scores.device)
         n_units = scores.shape[1]
         idx = index[None, :].expand(n_units, -1)  # U, B
-        vals = scores.T.contiguous()  # U, B (a copy, as index)
+        vals = scores.T  # U, B
         ordered = _ordered_bits(vals) * (1 << 32)  # U, B; the same keys as order_keys
         tie = ((1 << 32) - 1 - tie_rank(index))[None, :]  # 1, B
         self._top.add(vals, idx, ordered + tie)
@@ -199,45 +204,68 @@ class RunningExtremes:
 class _Extremes:
     """One side of :class:`RunningExtremes`: the k values of each unit with the largest keys.
 
-    Merged lazily: candidates wait in a buffer of up to 4 k per unit, and one top-k over the
-    kept and the waiting ones runs when it is full or read (a top-k of k out of k + B per
-    batch costs about as much as one of k out of 5 k). Once k are kept, only candidates above
-    a unit's k-th key wait at all; the kept k-th only rises, so the test stays valid. The
-    result is the top-k of every key seen, whatever the merging schedule.
+    Merged lazily: candidates wait next to the kept k in buffers of 4 k columns allocated
+    once, and one top-k over kept and waiting runs when the buffers are full or read (a
+    top-k of k out of k + B per batch costs about as much as one of k out of 4 k). Once k
+    are kept, only candidates above a unit's k-th key wait at all; the kept k-th only rises,
+    so the test stays valid. The result is the top-k of every key seen, whatever the merging
+    schedule. Nothing long-lived is allocated per batch (small tensors kept across batches
+    fragment the heap: the process's memory then grows with the stream).
     """
 
     def __init__(self, k: int, n_units: int, dtype: torch.dtype, device: torch.device):
         self.k = k
-        self.values = torch.empty(n_units, 0, dtype=dtype, device=device)  # U, k
-        self.indices = torch.empty(n_units, 0, dtype=torch.int64, device=device)  # U, k
-        self.keys = torch.empty(n_units, 0, dtype=torch.int64, device=device)  # U, k
-        self._waiting: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self._width = 0
+        width = 4 * k
+        self._values = torch.empty(n_units, width, dtype=dtype, device=device)  # U, 4k
+        self._indices = torch.empty(n_units, width, dtype=torch.int64, device=device)
+        self._keys = torch.empty(n_units, width, dtype=torch.int64, device=device)
+        self._kept = self._end = 0  # columns [0, kept): kept, by key; [kept, end): waiting
 
     def add(self, values: torch.Tensor, indices: torch.Tensor, keys: torch.Tensor) -> None:
         """Candidates (U, B) each: scores, image indices, order keys (unique)."""
-        if self.keys.shape[1] == self.k:  # full: only keys beating a unit's k-th can enter
-            m = int((keys > self.keys[:, -1:]).sum(dim=1).max())
+        if self._kept == self.k:  # full: only keys beating a unit's k-th can enter
+            m = int((keys > self._keys[:, self.k - 1 : self.k]).sum(dim=1).max())
             if m == 0:
                 return
             if m < keys.shape[1]:
                 keys, pick = torch.topk(keys, m, dim=1, sorted=False)  # U, m
                 values, indices = values.gather(1, pick), indices.gather(1, pick)
-        self._waiting.append((values, indices, keys))
-        self._width += keys.shape[1]
-        if self._width >= 4 * self.k:
-            self.merged()
+        b = keys.shape[1]
+        if self._end + b > self._keys.shape[1]:
+            self._merge()
+        if self._end + b > self._keys.shape[1]:  # wider than the buffers: merge it at once
+            self._merge(values, indices, keys)
+            return
+        self._values[:, self._end : self._end + b] = values
+        self._indices[:, self._end : self._end + b] = indices
+        self._keys[:, self._end : self._end + b] = keys
+        self._end += b
 
-    def merged(self) -> _Extremes:
-        if self._waiting:
-            parts = [(self.values, self.indices, self.keys), *self._waiting]
-            keys = torch.cat([p[2] for p in parts], dim=1)  # U, k + waiting
-            top = torch.topk(keys, min(self.k, keys.shape[1]), dim=1, sorted=True)
-            self.values = torch.cat([p[0] for p in parts], dim=1).gather(1, top.indices)
-            self.indices = torch.cat([p[1] for p in parts], dim=1).gather(1, top.indices)
-            self.keys = top.values
-            self._waiting, self._width = [], 0
-        return self
+    def _merge(self, *extra: torch.Tensor) -> None:
+        """Keep the top k of kept, waiting and ``extra`` (values, indices, keys (U, B))."""
+        end = self._end
+        keys, values, indices = self._keys[:, :end], self._values[:, :end], self._indices[:, :end]
+        if extra:
+            values, indices, keys = (
+                torch.cat([values, extra[0]], dim=1),
+                torch.cat([indices, extra[1]], dim=1),
+                torch.cat([keys, extra[2]], dim=1),
+            )
+        n = min(self.k, keys.shape[1])
+        top = torch.topk(keys, n, dim=1, sorted=True)
+        self._values[:, :n] = values.gather(1, top.indices)
+        self._indices[:, :n] = indices.gather(1, top.indices)
+        self._keys[:, :n] = top.values
+        self._kept = self._end = n
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self._values, self._indices, self._keys))
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, indices), (U, k) each, most extreme first: copies, as the buffers change."""
+        if self._end > self._kept:
+            self._merge()
+        return self._values[:, : self._kept].clone(), self._indices[:, : self._kept].clone()
 
 
 TIE_MULTIPLIER = 2654435761  # Knuth's multiplicative hash: a bijection of 32-bit integers

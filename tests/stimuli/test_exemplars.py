@@ -34,6 +34,17 @@ def test_running_extremes_match_a_full_sort(batch):
     assert ext.n_seen_ == 500
 
 
+def test_running_extremes_hold_the_same_memory_whatever_the_stream():
+    gen = torch.Generator().manual_seed(0)
+    ext = RunningExtremes(5, subset=torch.arange(0, 5000, 100))
+    sizes = []
+    for start in range(0, 5000, 50):
+        ext.update(torch.arange(start, start + 50), torch.rand(50, 8, generator=gen))
+        sizes.append(ext.nbytes())
+    assert len(set(sizes)) == 1
+    assert sizes[0] == 2 * 8 * 20 * (4 + 8 + 8) + 50 * 8 * 4  # buffers of 4 k, the subset
+
+
 def test_pooling_and_dictionary_scores():
     acts = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)  # N, C, H, W
     assert torch.equal(pool(acts, "max"), acts.amax(dim=(2, 3)))
