@@ -26,8 +26,8 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]
 class ExemplarSearch:
     """Running extremes of every unit in one pass over the images.
 
-    ``units`` maps (layer, kind) to an encoder of position vectors, (M, C) -> (M, K), or None
-    for the layer's channels (neurons). After :meth:`fit`, ``extremes_[(layer, kind)]`` is a
+    ``units`` maps (layer, source) to an encoder of position vectors, (M, C) -> (M, K), or None
+    for the layer's channels (neurons). After :meth:`fit`, ``extremes_[(layer, source)]`` is a
     :class:`RunningExtremes` with (U, n_extremes) top and bottom scores and image indices,
     and the scores of the ``subset`` images, (R, U), for percentile ("hard") queries.
     """

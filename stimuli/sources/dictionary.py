@@ -67,7 +67,7 @@ class NMFSource(_Dictionary):
     """Non-negative matrix factorisation of the layer's activations (CRAFT's concepts)."""
 
     id = "nmf"
-    revision = 1
+    revision = 2  # 2: extrapolated HALS fit, projected-gradient codes
     description = "NMF dictionary features (CRAFT concepts), accelerated HALS"
 
     class Config(SourceConfig):
@@ -95,7 +95,7 @@ class SAESource(_Dictionary):
     """A TopK sparse autoencoder on the layer's activations."""
 
     id = "sae"
-    revision = 1
+    revision = 2  # 2: encode folds the input scale and bias into one product
     description = "TopK sparse-autoencoder features"
 
     class Config(SourceConfig):

@@ -23,6 +23,7 @@ from server.export import trial_rows
 from server.extensions import get_db
 from server.migrate import alembic_config
 from server.models import Image, Study, StudyVersion
+from stimuli.registry import METHODS, MODELS, SOURCES
 from stimuli.stimulus_set import load_stimulus_set
 from tests.stimuli.test_build import SMALL
 
@@ -208,8 +209,10 @@ def test_demo_list_methods_and_paradigms_print_the_registries():
         [pid, f"r{p.revision}"] for pid, p in PARADIGMS.items()]
     assert "2afc_exemplar" in PARADIGMS
     methods = run("methods").output
-    assert "  exemplars     r1" in methods and "  nmf           r1" in methods
-    assert "  logit         r1" in methods and "  torchvision" in methods
+    for registry in (METHODS, SOURCES):
+        for plugin_id, cls in registry.items():
+            assert f"  {plugin_id:13s} r{cls.revision}  {cls.description}" in methods
+    assert all(f"  {model_id:13s}" in methods for model_id in MODELS)
 
 
 @pytest.fixture
