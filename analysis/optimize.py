@@ -54,6 +54,7 @@ def minimize(fun: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarr
     if method not in METHODS:
         raise ValueError(f"unknown optimizer {method!r}: choose one of {METHODS}")
     trace = trace if trace is not None else OptimizerLog()
+    first = len(trace.values)  # a shared log may hold another stage's parameters before these
     x0 = np.maximum(np.asarray(x0, dtype=float), lower)
 
     def wrapped(x: np.ndarray) -> float:
@@ -87,7 +88,7 @@ def minimize(fun: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarr
             res = optimize.minimize(wrapped, x0, method="L-BFGS-B", bounds=bounds,
                                     options={"ftol": 1e-14, "gtol": 1e-8, "maxfun": maxfev})
     par = np.maximum(res.x, lower)
-    best = int(np.argmin(trace.values))
+    best = first + int(np.argmin(trace.values[first:]))
     if trace.values[best] < wrapped(par):
         par = trace.params[best]
     fval = float(wrapped(par))
