@@ -1,26 +1,31 @@
-"""Assay analysis: mixed models that match lme4 (binomial GLMM by Laplace, LMM by (RE)ML)."""
+"""Assay analysis: mixed models that match lme4 (binomial GLMM by Laplace, LMM by (RE)ML).
 
-from analysis.design import Design, build_design
-from analysis.fit import glmm, lmm
-from analysis.formula import Formula, parse_formula
-from analysis.result import (
-    ConvergenceWarning,
-    GLMMResult,
-    RandomEffect,
-    SingularFitWarning,
-    anova,
-)
+The names below are loaded on first use, so that importing a light module of the package
+(``analysis.schema``, which the server's export needs) does not import scipy with them.
+"""
 
-__all__ = [
-    "ConvergenceWarning",
-    "Design",
-    "Formula",
-    "GLMMResult",
-    "RandomEffect",
-    "SingularFitWarning",
-    "anova",
-    "build_design",
-    "glmm",
-    "lmm",
-    "parse_formula",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Design": "analysis.design",
+    "build_design": "analysis.design",
+    "glmm": "analysis.fit",
+    "lmm": "analysis.fit",
+    "Formula": "analysis.formula",
+    "parse_formula": "analysis.formula",
+    "ConvergenceWarning": "analysis.result",
+    "GLMMResult": "analysis.result",
+    "RandomEffect": "analysis.result",
+    "SingularFitWarning": "analysis.result",
+    "anova": "analysis.result",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

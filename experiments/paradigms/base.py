@@ -20,13 +20,14 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field
 
 from stimuli.stimulus_set import Entry, StimulusManifest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the report's types: the participant server never imports them
+    import pandas as pd
+    from matplotlib.figure import Figure
+
     from experiments.study import Condition, StudySpec
 
 TrialKind = Literal["practice", "main", "catch"]

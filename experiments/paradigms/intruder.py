@@ -15,8 +15,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
 from pydantic import Field
 
 from experiments.paradigms.base import (
@@ -36,6 +34,8 @@ from experiments.paradigms.base import (
 from stimuli.stimulus_set import Entry, StimulusManifest
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from experiments.study import Condition, StudySpec
 
 
@@ -161,6 +161,10 @@ class Intruder(Paradigm):
         return {"choice": choice, "confidence": int(min(3, 1 + margin // 1.5))}
 
     def report_sections(self, trials: pd.DataFrame) -> list[Section]:
+        # matplotlib is the report's, imported here: the participant server's workers,
+        # which import every paradigm, never draw
+        from matplotlib.figure import Figure
+
         main = trials[(trials["trial_kind"] == "main") & ~trials["excluded"]]
         if main.empty or "intruder_position" not in main:
             return []
