@@ -174,12 +174,21 @@ class StimulusBuilder:
             device=self.device,
             sources=sources,
             statistics=statistics,
-            render=lambda i: self._render(pool, i),
+            render=lambda i: self._display(pool.source.load(i)),
             image_name=pool.source.name,
+            display=self._display,
+            pool=pool.source,
+            transform=pool.transform,
+            inputs=lambda indices: torch.stack(
+                [pool.transform(pool.source.load(i)) for i in indices]),
+            pooling=cfg.units.pooling,
+            cls_token=cfg.model_options.cls_token,
+            seed=cfg.seed,
+            cache_dir=self.cache.directory,
         )
-        explanations = {
-            m: self._explain(self.methods[m], ctx, units, stats_keys) for m in cfg.methods
-        }
+        for m in self._method_order():
+            ctx.explained[m] = self._explain(self.methods[m], ctx, units, stats_keys)
+        explanations = ctx.explained
         manifest = self._manifest(loaded, pool, sources, statistics, units, importance,
                                   explanations, ctx)
         digest = write_stimulus_set(cfg.output, manifest, ctx.images)
@@ -344,39 +353,71 @@ class StimulusBuilder:
             out[f] = values.tolist()
         return out
 
+    def _method_order(self) -> list[str]:
+        """The listed methods, each after those it builds on."""
+        order: list[str] = []
+
+        def visit(method_id: str) -> None:
+            if method_id not in order:
+                for needed in self.methods[method_id].required():
+                    visit(needed)
+                order.append(method_id)
+
+        for method_id in self.config.methods:
+            visit(method_id)
+        return order
+
+    def _method_key(self, method: Method) -> dict:
+        """What a method's output depends on besides the units: its revision and options,
+        and those of the methods it builds on."""
+        return {m.id: {"revision": m.revision,
+                       "options": digest_of(m.config.model_dump(mode="json"))}
+                for m in [method, *(self.methods[r] for r in method.required())]}
+
     def _explain(self, method: Method, ctx: ExplainContext, units, stats_keys) -> dict:
-        """Unit id -> the method's roles for it; cached per family under the method's
-        revision and options, so another method's change does not recompute it."""
+        """Unit id -> the method's roles for it. Each family's units are explained in
+        batches of ``method.batch_size()``, each cached under the method's key, so another
+        method's change does not recompute it and an interrupted build resumes at the batch."""
         out: dict[str, dict] = {}
         options = digest_of(method.config.model_dump(mode="json"))
         for family, chosen in units.items():
             refs = [self._unit_ref(family, u) for u in chosen]
-            key = {"stats": stats_keys[family], "method": method.id,
-                   "revision": method.revision, "options": options,
-                   "units": [r.id for r in refs], "display_size": self.config.images.display_size}
-            cached = self.cache.load(f"explain-{method.id}", key)
-            if cached is not None:
-                for digest, tensor in cached["images"].items():
-                    ctx.images[digest] = tensor.numpy().tobytes()
-                ctx.names.update(json.loads(cached["names"]))
-                out.update(json.loads(cached["explanations"]))
-                continue
-            before = set(ctx.images)
-            done = {}
-            for ref in refs:
-                rng = np.random.default_rng(seed_from(self.config.seed, method.id, ref.id, options))
-                roles = method.explain(ctx, ref, rng)
-                done[ref.id] = {role: [item.model_dump(mode="json") for item in items]
-                                for role, items in roles.items()}
-            used = {d for roles in done.values() for d in _digests(roles)}
-            images = {d: torch.frombuffer(bytearray(ctx.images[d]), dtype=torch.uint8)
-                      for d in sorted(used | (set(ctx.images) - before))}
-            names = {d: ctx.names[d] for d in images if d in ctx.names}
-            self.cache.save(f"explain-{method.id}", key, {
-                "explanations": json.dumps(done, sort_keys=True),
-                "images": images, "names": json.dumps(names, sort_keys=True)})
-            out.update(done)
+            size = method.batch_size() or len(refs)
+            for start in range(0, len(refs), size):
+                batch = refs[start : start + size]
+                out.update(self._explain_batch(method, ctx, batch, stats_keys[family], options))
         return out
+
+    def _explain_batch(self, method, ctx, refs, stats_key, options) -> dict:
+        key = {"stats": stats_key, "method": self._method_key(method),
+               "units": [r.id for r in refs], "display_size": self.config.images.display_size}
+        cached = self.cache.load(f"explain-{method.id}", key)
+        if cached is not None:
+            for digest, tensor in cached["images"].items():
+                ctx.images[digest] = tensor.numpy().tobytes()
+            ctx.names.update(json.loads(cached["names"]))
+            ctx.indices.update(json.loads(cached["indices"]))
+            ctx.provenance.update(json.loads(cached["provenance"]))
+            return json.loads(cached["explanations"])
+        before = set(ctx.images)
+        rngs = [np.random.default_rng(seed_from(self.config.seed, method.id, ref.id, options))
+                for ref in refs]
+        done = {}
+        for ref, roles in zip(refs, method.explain_batch(ctx, refs, rngs), strict=True):
+            done[ref.id] = {role: [item.model_dump(mode="json") for item in items]
+                            for role, items in roles.items()}
+        used = {d for roles in done.values() for d in _digests(roles)}
+        images = {d: torch.frombuffer(bytearray(ctx.images[d]), dtype=torch.uint8)
+                  for d in sorted(used | (set(ctx.images) - before))}
+        names = {d: ctx.names[d] for d in images if d in ctx.names}
+        indices = {d: ctx.indices[d] for d in images if d in ctx.indices}
+        provenance = {method.id: ctx.provenance[method.id]} if method.id in ctx.provenance else {}
+        self.cache.save(f"explain-{method.id}", key, {
+            "explanations": json.dumps(done, sort_keys=True),
+            "images": images, "names": json.dumps(names, sort_keys=True),
+            "indices": json.dumps(indices, sort_keys=True),
+            "provenance": json.dumps(provenance, sort_keys=True)})
+        return done
 
     def _unit_ref(self, family: Family, index: int) -> UnitRef:
         layer, source_id = family
@@ -401,9 +442,9 @@ class StimulusBuilder:
         params["plugins"] = self.config.plugin_tables()
         return params
 
-    def _render(self, pool: _Pool, index: int) -> bytes:
-        """The PNG a participant sees: the centre square the model saw, at display size."""
-        image = pool.source.load(index)
+    def _display(self, image: Image.Image) -> bytes:
+        """The PNG a participant sees: the centre square the model saw, at display size (a
+        synthetic image is already that square)."""
         size = self.config.images.display_size
         small = size is not None and min(image.size) < size
         resample = Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS
@@ -450,6 +491,7 @@ class StimulusBuilder:
                 for (layer, source_id), source in sorted(sources.items())
                 if source.needs_fit
             },
+            "method_details": dict(sorted(ctx.provenance.items())),
             "image_names": dict(sorted(ctx.names.items())),
         }
         return StimulusManifest(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -150,6 +150,12 @@ def validate_build(raw: dict[str, Any]) -> BuildConfig:
                 if why:
                     problems.append(f"methods: {method_id!r} cannot explain {source_id!r} "
                                     f"units: {why}")
+    for method_id in methods:
+        if method_id in plugins:
+            for needed in METHODS[method_id](plugins[method_id]).required():
+                if needed not in methods:
+                    problems.append(f"methods: {method_id!r} builds on {needed!r}, which "
+                                    "must be listed too")
     model_raw = raw.get("model")
     model = None
     if isinstance(model_raw, dict):
@@ -189,6 +195,13 @@ def load_build_config(path: Path) -> BuildConfig:
     images = raw.get("images")
     if isinstance(images, dict) and images.get("source", "demo") != "demo":
         images["source"] = resolve(images["source"])
+    for plugin_id, table in raw.items():  # a plugin's path options (a folder of seeds, ...)
+        cls = SOURCES.get(plugin_id) or METHODS.get(plugin_id)
+        if cls is not None and isinstance(table, dict):
+            for key, field in cls.Config.model_fields.items():
+                if key in table and Path in get_args(field.annotation) + (
+                        field.annotation,):
+                    table[key] = resolve(table[key])
     try:
         return validate_build(raw)
     except BuildConfigError as exc:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
+from stimuli.methods.accentuation import Accentuation
 from stimuli.methods.base import Method
 from stimuli.methods.exemplars import Exemplars
+from stimuli.methods.fourier import Fourier
+from stimuli.methods.maco import Maco
 from stimuli.model_loaders import (
     DemoLoader,
     FactoryLoader,
@@ -42,6 +45,9 @@ SOURCES: dict[str, type[UnitSource]] = {
 
 METHODS: dict[str, type[Method]] = {
     "exemplars": Exemplars,
+    "maco": Maco,
+    "fourier": Fourier,
+    "accentuation": Accentuation,
 }
 
 _GROUPS = {"assay.models": (MODELS, ModelLoader), "assay.sources": (SOURCES, UnitSource),

@@ -283,7 +283,7 @@ class TopKSAE:
         """
         self._check_fitted()
         X = _check_shape(X).to(self.device)
-        weight, bias = self._folded_encoder()  # C, K and K
+        weight, bias = self.folded_encoder()  # C, K and K
         pre = torch.addmm(bias, X, weight)  # N, K
         if not torch.isfinite(pre.sum()) and not torch.isfinite(pre).all():  # the sum: cheap
             _check_matrix(X)  # names NaN or infinite inputs
@@ -291,7 +291,7 @@ class TopKSAE:
         values, index = torch.topk(pre, self.k, dim=1)  # N, k
         return torch.zeros_like(pre).scatter_(1, index, values.clamp_(min=0).mul_(self.scale_))
 
-    def _folded_encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def folded_encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_enc / scale (C, K), b_enc - b_dec W_enc (K,)), computed once per fitted state."""
         learned = (self.W_enc_, self.b_enc_, self.b_dec_, self.scale_)
         cached = getattr(self, "_folded", None)

@@ -5,7 +5,9 @@ its cached work is recomputed, every other method's reused), its own pydantic ``
 (the build file's ``[<id>]`` table) and the ``roles`` it writes (``max_refs``: images,
 ``queries``: pairs, ...). ``explain`` gets one unit at a time with a random generator seeded
 from names (the build seed, the method's id, the unit's id and the config's digest), so its
-output does not depend on which other units or methods a build holds.
+output does not depend on which other units or methods a build holds. A method that
+optimizes images overrides ``explain_batch`` instead, to explain ``batch_size()`` units of a
+family in one run; the build caches each batch, so an interrupted build resumes there.
 """
 
 from __future__ import annotations
@@ -60,6 +62,20 @@ class Method:
         """Natural extremes per unit (most and least activating images) it needs."""
         return 0
 
+    def required(self) -> tuple[str, ...]:
+        """Methods whose output this one builds on: the build must list them too, and
+        explains them first (their roles are in ``ctx.explained``)."""
+        return ()
+
+    def batch_size(self) -> int | None:
+        """Units of a family explained (and cached) together; None: all of them."""
+        return None
+
     def explain(self, ctx: ExplainContext, unit: UnitRef, rng: np.random.Generator) -> Explanation:
         """The items of every role in ``roles`` for one unit."""
         raise NotImplementedError
+
+    def explain_batch(self, ctx: ExplainContext, units: list[UnitRef],
+                      rngs: list[np.random.Generator]) -> list[Explanation]:
+        """The roles of several units of one family, each with its own generator."""
+        return [self.explain(ctx, unit, rng) for unit, rng in zip(units, rngs, strict=True)]

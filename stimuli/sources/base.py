@@ -55,6 +55,11 @@ class UnitSource:
         """Position vectors (M, C) to unit activations (M, U); None: the channels."""
         return None
 
+    def objective_encoder(self) -> Encoder | None:
+        """A differentiable stand-in for :meth:`encoder`, for images optimized to drive a
+        unit (feature visualization); None: the channels."""
+        return self.encoder()
+
     def dictionary(self) -> torch.Tensor | None:
         """Atoms (U, C) whose code-weighted sum a unit contributes to the layer; None for
         channels (a neuron's contribution is its own activation map)."""

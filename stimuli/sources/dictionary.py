@@ -91,6 +91,13 @@ class NMFSource(_Dictionary):
         return lambda X: encode(X.clamp(min=0))
 
 
+    def objective_encoder(self) -> Encoder:
+        """Least-squares codes, X pinv(D): linear, so an optimized image gets a gradient
+        from every atom's share (the NNLS codes are a solver's output, not differentiable)."""
+        inverse = torch.linalg.pinv(self.estimator.get_dictionary().double()).float()  # C, K
+        return lambda X: X.clamp(min=0) @ inverse.to(X)
+
+
 class SAESource(_Dictionary):
     """A TopK sparse autoencoder on the layer's activations."""
 
@@ -102,6 +109,13 @@ class SAESource(_Dictionary):
         n_components: int = Field(32, ge=1)
         k: int = Field(4, ge=1)  # active features per position
         epochs: int = Field(20, ge=1)
+
+    def objective_encoder(self) -> Encoder:
+        """The encoder's scaled pre-activations, before TopK: a feature outside a
+        position's top k still gets a gradient towards it."""
+        est = self.estimator
+        weight, bias = est.folded_encoder()  # C, K and K
+        return lambda X: torch.addmm(bias.to(X), X, weight.to(X)) * est.scale_
 
     def _make(self, n_channels: int) -> TopKSAE:
         c = self.config
