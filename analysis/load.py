@@ -54,9 +54,10 @@ def _integer(values: pd.Series, name: str) -> pd.Series:
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Check the export columns and give them their dtypes; returns a new frame.
 
-    Extra columns are kept: session-level ones, ``choice`` (a category), ``confidence``
-    (an integer) and covariates (``cov_*``, numbers where they all are) typed, others
-    untouched. Raises ``ValueError`` naming the missing columns or the first bad value.
+    Extra columns are kept: session-level ones, ``choice`` and the 2AFC's ``references``
+    (categories), ``confidence`` (an integer) and covariates (``cov_*``, numbers where they
+    all are) typed, others untouched. Raises ``ValueError`` naming the missing columns or the
+    first bad value.
     """
     out = frame.rename(columns={k: v for k, v in RENAMED.items() if v not in frame.columns})
     for col, value in LEGACY.items():
@@ -75,9 +76,10 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     kinds = out["trial_kind"].astype("string")
     extra = sorted(set(kinds.dropna()) - set(TRIAL_KINDS))
     out["trial_kind"] = pd.Categorical(kinds, categories=TRIAL_KINDS + extra)
-    if "choice" in out:
-        choice = out["choice"].astype("string")
-        out["choice"] = pd.Categorical(choice, categories=sorted(set(choice.dropna())))
+    for col in ("choice", "references"):
+        if col in out:
+            values = out[col].astype("string")
+            out[col] = pd.Categorical(values, categories=sorted(set(values.dropna())))
     if "confidence" in out:
         out["confidence"] = _integer(out["confidence"], "confidence")
     out["correct"] = _boolean(out["correct"], "correct")
@@ -107,7 +109,8 @@ def read_trials(path: str | Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
     elif path.suffix == ".csv":
-        text = ["participant", "unit_id", "layer", "condition", "cell", "choice", "source"]
+        text = ["participant", "unit_id", "layer", "condition", "cell", "choice", "source",
+                "references"]
         frame = pd.read_csv(path, dtype=dict.fromkeys(text, str))
     else:
         raise ValueError(f"{path}: trial data must be a .csv or .parquet file")

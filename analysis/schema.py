@@ -2,8 +2,10 @@
 
 The server writes exports with these columns (``server.export``); the analysis reads them
 (``analysis.load``) and never imports the server. After the common columns come the
-paradigm's own (``choice``, ``confidence``, ...; see each paradigm's ``export_columns``) and
-one column per unit covariate of the stimulus set, named ``cov_<name>``.
+paradigm's own (``choice``, ``confidence``, ...; see each paradigm's ``export_columns``; the
+2AFC's ``references`` names what each trial showed: ``exemplars``, ``maco``,
+``exemplars+maco``, ``none``, ..., and is missing from exports of before it) and one column
+per unit covariate of the stimulus set, named ``cov_<name>``.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMOS = ROOT / "experiments" / "demos"  # one study file per demo: `assay demo --study NAME`
 DEMO_USER = ("demo", "demo-password")
 DEMO_BUILD = ROOT / "stimuli" / "configs" / "demo-build.toml"
+DEMO_BUILDS = DEMOS / "builds"  # <study>.toml: a demo's own build (other methods, say)
 
 db_option = click.option(
     "--database-url",
@@ -406,6 +407,14 @@ def demo_studies() -> dict[str, Path]:
     return {path.stem: path for path in sorted(DEMOS.glob("*.toml"))}
 
 
+def demo_build(study_name: str) -> Path:
+    """The build configuration of a demo study's stimuli: its own (experiments/demos/builds/
+    <study>.toml) when it needs methods or sources the default build lacks, else the
+    default."""
+    own = DEMO_BUILDS / f"{study_name}.toml"
+    return own if own.is_file() else DEMO_BUILD
+
+
 @main.command("demo")
 @click.option("--study", "study_name", default="2afc", show_default=True,
               help="Which bundled demo study (see --list).")
@@ -430,9 +439,9 @@ def demo_studies() -> dict[str, Path]:
 @click.option(
     "--build-config",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=DEMO_BUILD,
-    show_default=True,
-    help="With --stimuli model: the build configuration.",
+    default=None,
+    help="With --stimuli model: the build configuration (default: the study's own, "
+    "experiments/demos/builds/STUDY.toml, else stimuli/configs/demo-build.toml).",
 )
 def demo(
     study_name: str,
@@ -442,7 +451,7 @@ def demo(
     no_serve: bool,
     port: int,
     stimuli_source: str,
-    build_config: Path,
+    build_config: Path | None,
 ) -> None:
     """Build a demo study's stimuli, launch it on SQLite and serve it; with --simulate N
     --no-serve, run it headless to an export and a report."""
@@ -458,8 +467,12 @@ def demo(
     if stimuli_source == "model":
         from stimuli.build import build_stimuli  # torch takes seconds to import: only here
 
+        build_config = build_config or demo_build(study_name)
         click.echo(f"building the demo stimuli from {build_config} (first run trains the CNN)")
-        build_stimuli(build_config, output=workdir / "stimuli")
+        try:
+            build_stimuli(build_config, output=workdir / "stimuli")
+        except (ValueError, StimulusSetError) as exc:
+            _fail(str(exc))
     else:
         build_procedural_set(workdir / "stimuli")
     study_file = workdir / f"{study_name}.toml"

@@ -46,7 +46,9 @@ class Condition(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,50}$")
     source: list[str] = Field(min_length=1)  # TOML: one source id or a list of them
     method: str = Field(default="exemplars", min_length=1)  # for every role not in `roles`
-    roles: dict[str, str] = Field(default_factory=dict)  # role -> method id, or "none"
+    # role -> a method id, "none", or several method ids shown together (a paradigm's
+    # `combinable` roles only); a one-element list is stored as its string
+    roles: dict[str, str | list[str]] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)  # paradigm option overrides
 
     @field_validator("source", mode="before")
@@ -54,10 +56,38 @@ class Condition(_Strict):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("roles")
+    @classmethod
+    def _methods(cls, roles: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        out: dict[str, str | list[str]] = {}
+        for role, value in roles.items():
+            if isinstance(value, list):
+                if not value or any(not m for m in value):
+                    raise ValueError(f"{role!r} needs a method id or 'none'")
+                if len(set(value)) != len(value):
+                    raise ValueError(f"{role!r} lists a method twice")
+                if len(value) > 1 and NONE in value:
+                    raise ValueError(f"{role!r} cannot combine 'none' with methods")
+                value = value[0] if len(value) == 1 else value  # one canonical spelling
+            elif not value:
+                raise ValueError(f"{role!r} needs a method id or 'none'")
+            out[role] = value
+        return out
+
+    def methods_for(self, role: str) -> list[str]:
+        """The methods whose images fill ``role``, in the order shown; [] when left out."""
+        value = self.roles.get(role, self.method)
+        methods = value if isinstance(value, list) else [value]
+        return [] if methods == [NONE] else list(methods)
+
     def method_for(self, role: str) -> str | None:
-        """The method whose images fill ``role``; None when the condition leaves it out."""
-        method = self.roles.get(role, self.method)
-        return None if method == NONE else method
+        """The one method whose images fill ``role``; None when the condition leaves it out.
+        A role that combines several methods has no single one: use :meth:`methods_for`."""
+        methods = self.methods_for(role)
+        if len(methods) > 1:
+            raise ValueError(f"condition {self.name!r}: role {role!r} combines "
+                             f"{', '.join(methods)}; ask methods_for")
+        return methods[0] if methods else None
 
 
 class Trials(_Strict):
@@ -171,6 +201,13 @@ class StudySpec(_Strict):
                     f"conditions.{i}.roles: {unknown[0]!r} is not a role of {paradigm.id} "
                     f"(its roles: {', '.join(paradigm.roles)})"
                 )
+            for role, value in condition.roles.items():
+                if isinstance(value, list) and role not in paradigm.combinable:
+                    can = ", ".join(sorted(paradigm.combinable)) or "none of its roles"
+                    raise ValueError(
+                        f"conditions.{i}.roles.{role}: {paradigm.id} shows one method's "
+                        f"{role}, not {' + '.join(value)} (roles that combine methods: {can})"
+                    )
             if "id" in condition.options:
                 raise ValueError(f"conditions.{i}.options: the paradigm is chosen once per study")
             try:

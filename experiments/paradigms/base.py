@@ -115,6 +115,8 @@ class Paradigm:
     description: ClassVar[str] = ""
     # role -> required; a condition maps each role to a method of the manifest (or "none")
     roles: ClassVar[dict[str, bool]]
+    # roles a condition may fill from several methods at once (shown side by side)
+    combinable: ClassVar[frozenset[str]] = frozenset()
     plugin: ClassVar[str]  # its jsPsych plugin: server/static/js/paradigms/<plugin>.js
     export_columns: ClassVar[tuple[str, ...]]  # from export_row, after the common columns
 
@@ -129,6 +131,12 @@ class Paradigm:
         return f"{self.plugin}.css"
 
     # -- launching ------------------------------------------------------------------------
+    def unit_roles(self, condition: Condition) -> list[tuple[str, str]]:
+        """The (method, role) pairs every unit a condition shows must have; units without
+        them are left out of the condition. By default those of the required roles."""
+        return [(method, role) for role, required in self.roles.items() if required
+                for method in condition.methods_for(role)]
+
     def check_feasible(self, spec: StudySpec, manifest: StimulusManifest) -> None:
         """Raise PlanError naming the shortfall, before anything is launched."""
         raise NotImplementedError
@@ -183,11 +191,9 @@ def condition_of(spec: StudySpec, name: str) -> Condition:
 
 def condition_entries(spec: StudySpec, manifest: StimulusManifest,
                       condition: Condition) -> list[Entry]:
-    """The unit entries a condition shows: its sources, with every role it needs present."""
-    needed = [
-        (method, role) for role, required in spec.paradigm_class.roles.items()
-        if required and (method := condition.method_for(role)) is not None
-    ]
+    """The unit entries a condition shows: its sources, with every role it needs present
+    (``Paradigm.unit_roles``)."""
+    needed = spec.paradigm_class.unit_roles(condition)
     return [
         e for e in manifest.entries
         if e.type == "unit" and e.source in condition.source
@@ -202,7 +208,8 @@ def block_values(spec: StudySpec, entries: list[Entry]) -> list[str]:
 
 
 def check_roles(spec: StudySpec, manifest: StimulusManifest) -> None:
-    """Each condition's sources exist, and every role it maps is in the manifest."""
+    """Each condition's sources exist, and every method of every role it maps is in the
+    manifest with that role."""
     paradigm = spec.paradigm_class
     methods = manifest.methods()
     for condition in spec.conditions:
@@ -214,19 +221,18 @@ def check_roles(spec: StudySpec, manifest: StimulusManifest) -> None:
                 f"{', '.join(condition.source)} (it has {', '.join(present)})"
             )
         for role, required in paradigm.roles.items():
-            method = condition.method_for(role)
-            if method is None:
-                if required:
-                    raise PlanError(f"condition {condition.name!r}: the {paradigm.id} paradigm "
-                                    f"needs the role {role!r}; it cannot be 'none'")
-                continue
-            if method not in methods:
-                raise PlanError(f"condition {condition.name!r}: role {role!r} asks for method "
-                                f"{method!r}, which the stimulus set does not have "
-                                f"(it has {', '.join(sorted(methods))})")
-            if not any(e.role(method, role) for e in units):
-                raise PlanError(f"condition {condition.name!r}: no unit has {method} "
-                                f"{role!r} images")
+            listed = condition.methods_for(role)
+            if not listed and required:
+                raise PlanError(f"condition {condition.name!r}: the {paradigm.id} paradigm "
+                                f"needs the role {role!r}; it cannot be 'none'")
+            for method in listed:
+                if method not in methods:
+                    raise PlanError(f"condition {condition.name!r}: role {role!r} asks for "
+                                    f"method {method!r}, which the stimulus set does not have "
+                                    f"(it has {', '.join(sorted(methods))})")
+                if not any(e.role(method, role) for e in units):
+                    raise PlanError(f"condition {condition.name!r}: no unit has {method} "
+                                    f"{role!r} images")
         if not condition_entries(spec, manifest, condition):
             raise PlanError(f"condition {condition.name!r}: no unit has every role it needs")
 
@@ -235,10 +241,11 @@ def check_roles(spec: StudySpec, manifest: StimulusManifest) -> None:
 class Arrangement:
     """Items per unit for :func:`arrange`: ``items(entry)`` the main items of a unit, in the
     order they should be used; ``catch(entry, n)`` its n-th catch item, or None when it has
-    none."""
+    none. ``catch`` itself is None for a condition that has no catch trials at all (one
+    without references to test attention on), whatever ``trials.catch_rate`` says."""
 
     items: Callable[[Entry], list[Item]]
-    catch: Callable[[Entry, int], Item | None]
+    catch: Callable[[Entry, int], Item | None] | None
     cache: dict[str, list[Item]] = field(default_factory=dict)
 
     def of(self, entry: Entry) -> list[Item]:
@@ -269,7 +276,8 @@ def check_supply(spec: StudySpec, manifest: StimulusManifest, condition: Conditi
         raise PlanError(f"condition {name!r}: the stimulus set has {available} {items} after "
                         f"practice, but trials.main asks for {spec.trials.main}")
     units = condition_entries(spec, manifest, condition)
-    if n_catch(spec) > 0 and all(arrangement.catch(u, 0) is None for u in units):
+    catch = arrangement.catch
+    if n_catch(spec) > 0 and catch is not None and all(catch(u, 0) is None for u in units):
         raise PlanError(f"condition {name!r}: catch_rate > 0 but no unit has catch items")
     n_blocks = len(block_values(spec, units)) or spec.trials.blocks
     if spec.trials.main < n_blocks:
@@ -284,7 +292,7 @@ def arrange(spec: StudySpec, manifest: StimulusManifest, cell: Cell, rng: np.ran
     fewer units); main trials go round-robin over units so that each appears as evenly as
     the set allows; with ``block_by`` each block holds one value's units in the cell's order,
     else trials are shuffled into ``trials.blocks`` blocks; catch trials are spread over the
-    blocks, each from a unit of its block.
+    blocks, each from a unit of its block (none where the arrangement has no ``catch``).
     """
     condition = condition_of(spec, cell.condition)
     entries = condition_entries(spec, manifest, condition)
@@ -321,7 +329,8 @@ def arrange(spec: StudySpec, manifest: StimulusManifest, cell: Cell, rng: np.ran
         shuffled = [chosen[i] for i in rng.permutation(len(chosen))]
         blocks = [shuffled[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
-    catch_block = rng.integers(len(blocks), size=n_catch(spec))
+    catch = arrangement.catch
+    catch_block = rng.integers(len(blocks), size=n_catch(spec) if catch is not None else 0)
     trials: list[Trial] = []
 
     def make(index: int, kind: TrialKind, block: int, attempt: int, unit: Entry,
@@ -333,14 +342,14 @@ def arrange(spec: StudySpec, manifest: StimulusManifest, cell: Cell, rng: np.ran
         for j, (unit, item) in enumerate(practice):
             trials.append(make((attempt - 1) * n_practice + j, "practice", 0, attempt, unit, item))
     index = n_practice * spec.practice.max_attempts
-    with_catch = [u for u in units if arrangement.catch(u, 0) is not None]
+    with_catch = [u for u in units if catch is not None and catch(u, 0) is not None]
     for b, block in enumerate(blocks, start=1):
         placed: list[tuple[TrialKind, Entry, Item]] = [("main", u, it) for u, it in block]
         block_units = {u.id for u, _ in block}
         catch_units = [u for u in with_catch if u.id in block_units] or with_catch
         for n, _ in enumerate(np.flatnonzero(catch_block == b - 1)):
             unit = catch_units[n % len(catch_units)]
-            item = arrangement.catch(unit, n // len(catch_units))
+            item = catch(unit, n // len(catch_units)) if catch is not None else None
             if item is not None:
                 placed.append(("catch", unit, item))
         for i in rng.permutation(len(placed)):

@@ -3,9 +3,14 @@
 Minimally activating references on one side, maximally activating ones on the other, and a
 query pair in the middle: which query belongs with the strong examples? A condition chooses
 where each role comes from: references (``max_refs``, ``min_refs``) from natural exemplars,
-feature visualizations, or ``none`` (the no-explanation baseline); ``queries`` and ``catch``
-pairs from natural exemplars. Catch pairs are taken from the shown references, so the answer
-is obvious to anyone paying attention.
+feature visualizations, accentuations, several of them together (``["exemplars", "maco"]``:
+``n_references`` of each, one group per method in the order listed), or ``none`` (the
+no-explanation baseline); ``queries`` from natural exemplars. Catch pairs come from one of the
+reference methods and are among the references shown, so the answer is obvious to anyone
+paying attention; a condition without references has no catch trials.
+
+Each trial stores which references it showed (``references``: the method ids joined by
+``+``, or ``none``), which the export carries and the report groups accuracy by.
 """
 
 from __future__ import annotations
@@ -29,9 +34,13 @@ from experiments.paradigms.base import (
     condition_of,
     n_catch,
 )
+from experiments.paradigms.two_afc_report import NO_REFERENCES, references_section
 from stimuli.stimulus_set import Entry, Pair, StimulusManifest
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from experiments.paradigms.base import Section
     from experiments.study import Condition, StudySpec
 
 
@@ -54,34 +63,67 @@ def _shown(refs: list[str], k: int, keep: str | None) -> list[str]:
     return shown
 
 
+def references_label(methods: list[str]) -> str:
+    """What the export calls a trial's references: ``exemplars``, ``exemplars+maco``,
+    ``none``."""
+    return "+".join(methods) or NO_REFERENCES
+
+
+def catch_method(condition: Condition) -> str | None:
+    """The method a condition's catch pairs come from; None when it has no catch trials:
+    ``catch = "none"``, or no references (and no catch method named), since a catch pair
+    is obvious only against the references it is taken from."""
+    if not condition.methods_for("max_refs") and "catch" not in condition.roles:
+        return None
+    return condition.method_for("catch")
+
+
 class TwoAFC(Paradigm):
     id = "2afc_exemplar"
-    revision = 1
+    revision = 2  # references from several methods; trials store `references`
     Options = TwoAFCOptions
     Answer = TwoAFCAnswer
     description = "2AFC exemplar task: which query goes with the strong references?"
     roles: ClassVar[dict[str, bool]] = {
         "queries": True, "max_refs": False, "min_refs": False, "catch": False,
     }
+    combinable = frozenset({"max_refs", "min_refs"})
     plugin = "2afc"
-    export_columns = ("choice", "confidence")
+    export_columns = ("choice", "confidence", "references")
+
+    def unit_roles(self, condition: Condition) -> list[tuple[str, str]]:
+        """Queries, and both reference roles of every reference method: a unit that lacks
+        one would show a trial of another reference condition than its participants'."""
+        refs = condition.methods_for("max_refs")
+        return [*super().unit_roles(condition),
+                *((m, role) for m in refs for role in ("max_refs", "min_refs"))]
 
     def _arrangement(self, spec: StudySpec, condition: Condition,
                      rng: np.random.Generator | None) -> Arrangement:
         options = spec.options_for(condition.name)
         k = options.n_references  # type: ignore[attr-defined]
-        queries, refs = condition.method_for("queries"), condition.method_for("max_refs")
-        catch = condition.method_for("catch")
+        queries, refs = condition.method_for("queries"), condition.methods_for("max_refs")
+        catch = catch_method(condition)
+        label = references_label(refs)
 
         def item(entry: Entry, pair: Pair, is_catch: bool) -> Item:
-            ref_max = [r.image for r in entry.role(refs, "max_refs")] if refs else []
-            ref_min = [r.image for r in entry.role(refs, "min_refs")] if refs else []
-            ref_max = _shown(ref_max, k, pair.max.image if is_catch else None)
-            ref_min = _shown(ref_min, k, pair.min.image if is_catch else None)
+            ref_max: list[str] = []
+            ref_min: list[str] = []
+            groups = []  # [shown max, shown min] per reference method, in display order
+            for method in refs:
+                keep = is_catch and method == catch
+                top = _shown([r.image for r in entry.role(method, "max_refs")], k,
+                             pair.max.image if keep else None)
+                low = _shown([r.image for r in entry.role(method, "min_refs")], k,
+                             pair.min.image if keep else None)
+                ref_max += top
+                ref_min += low
+                groups.append([len(top), len(low)])
             max_first = bool(rng.integers(2)) if rng is not None else True
             a, b = (pair.max, pair.min) if max_first else (pair.min, pair.max)
-            return Item({"ref_max": ref_max, "ref_min": ref_min, "query_a": a.image,
-                         "query_b": b.image}, "a" if max_first else "b")
+            return Item({"ref_max": ref_max, "ref_min": ref_min, "ref_groups": groups,
+                         "references": label, "query_a": a.image, "query_b": b.image},
+                        "a" if max_first else "b")
 
         def items(entry: Entry) -> list[Item]:
             return [item(entry, p, False) for p in entry.role(queries, "queries")]
@@ -90,23 +132,24 @@ class TwoAFC(Paradigm):
             pairs = entry.role(catch, "catch") if catch else []
             return item(entry, pairs[n % len(pairs)], True) if pairs else None
 
-        return Arrangement(items, catch_item)
+        return Arrangement(items, catch_item if catch is not None else None)
 
     def check_feasible(self, spec: StudySpec, manifest: StimulusManifest) -> None:
         check_roles(spec, manifest)
         for condition in spec.conditions:
             name = condition.name
-            refs = condition.method_for("max_refs")
-            if (refs is None) != (condition.method_for("min_refs") is None):
-                raise PlanError(f"condition {name!r}: max_refs and min_refs must both be shown "
-                                "or both be 'none'")
-            catch = condition.method_for("catch")
-            if n_catch(spec) > 0 and refs is None:
-                raise PlanError(f"condition {name!r}: catch trials need references "
-                                "(set trials.catch_rate = 0 for a condition without them)")
-            if n_catch(spec) > 0 and catch != refs:
-                raise PlanError(f"condition {name!r}: catch pairs must come from the "
-                                f"method of the references ({refs}), not {catch}")
+            refs = condition.methods_for("max_refs")
+            lows = condition.methods_for("min_refs")
+            if refs != lows:
+                raise PlanError(f"condition {name!r}: max_refs and min_refs must name the same "
+                                f"methods, or both be 'none' (max_refs: "
+                                f"{references_label(refs)}, min_refs: {references_label(lows)})")
+            catch = catch_method(condition)
+            if n_catch(spec) > 0 and catch is not None and catch not in refs:
+                shown = f"among its references ({', '.join(refs)})" if refs else \
+                    "shown: the condition has no references (leave catch out of its roles)"
+                raise PlanError(f"condition {name!r}: role 'catch' asks for method {catch!r}, "
+                                f"whose images are not {shown}")
             check_supply(spec, manifest, condition, self._arrangement(spec, condition, None),
                          "query pairs")
 
@@ -115,10 +158,16 @@ class TwoAFC(Paradigm):
         return arrange(spec, manifest, cell, rng, self._arrangement(spec, condition, rng))
 
     def view(self, trial: dict[str, Any], image_url: Callable[[str], str]) -> dict[str, Any]:
+        """``ref_groups``: [max, min] references per method, so that the browser lays out
+        one group per method; trials planned before there were groups have one."""
         s = trial["stimuli"]
+        groups = s.get("ref_groups")
+        if groups is None:
+            groups = [[len(s["ref_max"]), len(s["ref_min"])]] if s["ref_max"] else []
         return {
             "ref_max": [image_url(d) for d in s["ref_max"]],
             "ref_min": [image_url(d) for d in s["ref_min"]],
+            "ref_groups": groups,
             "query_a": image_url(s["query_a"]),
             "query_b": image_url(s["query_b"]),
         }
@@ -130,7 +179,12 @@ class TwoAFC(Paradigm):
         return 0.5
 
     def export_row(self, trial: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-        return {"choice": answer["choice"], "confidence": answer["confidence"]}
+        """``references`` as planned; trials planned before it was stored have it only when
+        they showed none (else it is unknown: None)."""
+        s = trial["stimuli"]
+        references = s.get("references", None if s["ref_max"] else NO_REFERENCES)
+        return {"choice": answer["choice"], "confidence": answer["confidence"],
+                "references": references}
 
     def simulate(self, view, options, rng, skill, features):
         """Compares each query's mean colour with the two reference sets' mean colours; with
@@ -147,3 +201,7 @@ class TwoAFC(Paradigm):
             margin = rng.logistic()
         return {"choice": "a" if margin > 0 else "b",
                 "confidence": int(min(3, 1 + abs(margin) // 1.5))}
+
+    def report_sections(self, trials: pd.DataFrame) -> list[Section]:
+        section = references_section(trials, chance=0.5)
+        return [section] if section is not None else []

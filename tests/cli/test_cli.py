@@ -114,7 +114,8 @@ def test_demo_runs_headless_end_to_end_and_exports(tmp_path):
     result = run_demo(workdir, "--simulate", "6", "--stimuli", "procedural")
     assert "simulated 6 participants" in result.stdout
     frame = pd.read_csv(workdir / "2afc-trials.csv")
-    assert list(frame.columns) == [*COLUMNS, "choice", "confidence", "cov_importance"]
+    assert list(frame.columns) == [*COLUMNS, "choice", "confidence", "references",
+                                   "cov_importance"]
     assert frame["participant"].nunique() == 6
     main_trials = frame[frame.trial_kind != "practice"]
     assert (main_trials.groupby("participant").size() == 14).all()  # 12 main + 2 catch

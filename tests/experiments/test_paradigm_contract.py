@@ -148,7 +148,7 @@ def test_the_browser_plugin_registers_the_paradigm(paradigm):
 def test_report_sections_are_sections(paradigm, stimulus_dir):
     rows = [
         {"trial_kind": trial.kind, "excluded": False, "condition": cell.condition,
-         "correct": paradigm.score(trial.key, answers[1.0]) >= 1.0,
+         "participant": cell.key, "correct": paradigm.score(trial.key, answers[1.0]) >= 1.0,
          **paradigm.export_row(trial.to_dict(), answers[1.0].model_dump(mode="json"))}
         for cell, _, trial, _, answers in simulated(paradigm, stimulus_dir)
     ]

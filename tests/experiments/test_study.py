@@ -154,7 +154,9 @@ def test_plan_is_balanced_blocked_and_has_catch_trials(stimulus_dir):
         s = t.stimuli
         query_max = s["query_a"] if t.key == "a" else s["query_b"]
         assert query_max not in s["ref_max"] and len(s["ref_max"]) == 9
-        assert _view(t) == {k: s[k] for k in ("ref_max", "ref_min", "query_a", "query_b")}
+        assert _view(t) == {k: s[k] for k in ("ref_max", "ref_min", "ref_groups", "query_a",
+                                              "query_b")}
+        assert s["ref_groups"] == [[9, 9]] and s["references"] == "exemplars"
     pairs = {(t.unit_id, t.stimuli["query_a"], t.stimuli["query_b"]) for t in main}
     assert len(pairs) == len(main)  # no query pair twice
     sides = [t.key for t in main]
@@ -180,20 +182,32 @@ def test_infeasible_study_is_refused(stimulus_dir):
 
 
 def test_a_condition_without_references_is_the_no_explanation_baseline(stimulus_dir):
+    """It has no catch trials, beside conditions that have them (Borowski et al. 2021)."""
     manifest = load_stimulus_set(stimulus_dir).manifest
     none = DEMO.replace('source = "nmf"',
                         'source = "nmf"\nroles = { max_refs = "none", min_refs = "none" }')
-    with pytest.raises(PlanError, match="catch trials need references"):
-        TWO_AFC.check_feasible(parse_study(none), manifest)
-    spec = parse_study(none.replace("catch_rate = 0.17", "catch_rate = 0.0"))
+    spec = parse_study(none)
     TWO_AFC.check_feasible(spec, manifest)
-    cell = next(c for c in TWO_AFC.cells(spec, manifest) if c.condition == "dictionary")
-    plan = TWO_AFC.plan(spec, manifest, cell, np.random.default_rng(1))
-    assert plan and all(t.stimuli["ref_max"] == t.stimuli["ref_min"] == [] for t in plan)
+    for cell in TWO_AFC.cells(spec, manifest):
+        plan = TWO_AFC.plan(spec, manifest, cell, np.random.default_rng(1))
+        kinds = [t.kind for t in plan]
+        assert kinds.count("main") == 12
+        if cell.condition == "dictionary":
+            assert kinds.count("catch") == 0
+            assert all(t.stimuli["ref_max"] == t.stimuli["ref_min"] == [] for t in plan)
+            assert {t.stimuli["references"] for t in plan} == {"none"}
+            assert {_view(t)["ref_groups"] == [] for t in plan} == {True}
+        else:
+            assert kinds.count("catch") == 2
+    explicit = none.replace('min_refs = "none" }', 'min_refs = "none", catch = "exemplars" }')
+    with pytest.raises(PlanError, match=r"condition 'dictionary': role 'catch' asks for method "
+                                        r"'exemplars', whose images are not shown: the "
+                                        r"condition has no references"):
+        TWO_AFC.check_feasible(parse_study(explicit), manifest)
     half = none.replace('max_refs = "none", min_refs = "none"', 'max_refs = "none"')
-    with pytest.raises(PlanError, match="max_refs and min_refs must both be shown"):
-        TWO_AFC.check_feasible(parse_study(half.replace("catch_rate = 0.17", "catch_rate = 0.0")),
-                               manifest)
+    with pytest.raises(PlanError, match=r"max_refs and min_refs must name the same methods, or "
+                                        r"both be 'none' \(max_refs: none, min_refs: exemplars\)"):
+        TWO_AFC.check_feasible(parse_study(half), manifest)
 
 
 def test_condition_options_override_the_study_s(stimulus_dir):

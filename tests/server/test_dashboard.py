@@ -64,7 +64,8 @@ def test_dashboard_shows_progress_and_downloads_pseudonymous_data(app, client, l
     csv = client.get(f"/dashboard/{slug}/trials.csv")
     assert csv.status_code == 200 and csv.mimetype == "text/csv"
     frame = pd.read_csv(io.StringIO(csv.get_data(True)))
-    assert list(frame.columns) == [*COLUMNS, "choice", "confidence", "cov_importance"]
+    assert list(frame.columns) == [*COLUMNS, "choice", "confidence", "references",
+                                   "cov_importance"]
     assert frame["participant"].nunique() == 2
     assert not frame.astype(str).apply(lambda c: c.str.contains("PID-DASH")).any().any()
     assert set(frame["trial_kind"]) == {"practice", "main", "catch"}

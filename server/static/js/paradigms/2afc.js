@@ -2,7 +2,10 @@
  * registration as the browser side of the `2afc_exemplar` paradigm (see study.js).
  *
  * Minimally activating references on one side, maximally activating ones on the other, two
- * query images (A, B) in the middle; six buttons (choice x confidence) that unlock after
+ * query images (A, B) in the middle. References from several explanation methods (natural
+ * exemplars and feature visualizations, say) come as groups (`ref_groups`): each side shows
+ * one grid per method, stacked in the order given and parted by a dotted line, all with the
+ * same columns, so that a side stays one compact block that fits the screen; six buttons (choice x confidence) that unlock after
  * `response_lock_ms`. RT is measured with performance.now() from the frame in which the
  * images are first shown. Focus, visibility, fullscreen and network events during the trial
  * are logged as {type, t} with t in ms since that moment. When `correct` is given, a
@@ -26,6 +29,8 @@ var jsPsych2afc = (function (jspsych) {
       ref_max: { type: P.IMAGE, default: undefined, array: true },
       /** URLs of the minimally activating reference images. */
       ref_min: { type: P.IMAGE, default: undefined, array: true },
+      /** [n max, n min] references per group (one group per method), in order; null: one. */
+      ref_groups: { type: P.COMPLEX, default: null },
       /** URL of query image A (shown first, on the left of the pair). */
       query_a: { type: P.IMAGE, default: undefined },
       /** URL of query image B. */
@@ -50,18 +55,39 @@ var jsPsych2afc = (function (jspsych) {
   ];
   const { el, image, eventLog, onset, response, feedback } = window.AssayTrialKit;
 
-  function referenceColumn(kind, urls, heading) {
+  function referenceColumn(kind, urls, heading, sizes) {
     const section = el("section", "afc-refs afc-" + kind);
     section.appendChild(el("h2", "afc-heading", heading));
-    const grid = el("div", "afc-grid");
-    urls.forEach((url, i) => grid.appendChild(image(url, heading + " example " + (i + 1))));
-    section.appendChild(grid);
+    let start = 0;
+    for (const n of sizes) {
+      const grid = el("div", "afc-grid");
+      const offset = start;
+      urls.slice(offset, offset + n).forEach((url, i) =>
+        grid.appendChild(image(url, heading + " example " + (offset + i + 1)))
+      );
+      section.appendChild(grid);
+      start += n;
+    }
     return section;
   }
 
-  function gridShape(k) {
-    const cols = Math.max(1, Math.ceil(Math.sqrt(k)));
-    return { cols: cols, rows: Math.max(1, Math.ceil(k / cols)) };
+  /** [[n max, n min], ...] from the trial; one group of all when absent or inconsistent. */
+  function referenceGroups(trial) {
+    const groups = trial.ref_groups;
+    const sum = (i) => (groups || []).reduce((total, g) => total + g[i], 0);
+    if (
+      Array.isArray(groups) && groups.length > 0 &&
+      sum(0) === trial.ref_max.length && sum(1) === trial.ref_min.length
+    ) {
+      return groups;
+    }
+    return [[trial.ref_max.length, trial.ref_min.length]];
+  }
+
+  /** Columns and rows of a side: g groups of up to k images, as near square as it goes. */
+  function gridShape(k, g) {
+    const cols = Math.max(1, Math.ceil(Math.sqrt(k * g)));
+    return { cols: cols, rows: Math.max(1, Math.ceil(k / cols) * g) };
   }
 
   class TwoAFCPlugin {
@@ -73,12 +99,15 @@ var jsPsych2afc = (function (jspsych) {
 
     trial(display_element, trial) {
       const side = trial.max_side === "left" ? "left" : "right";
-      const shape = gridShape(Math.max(trial.ref_max.length, trial.ref_min.length));
+      const groups = referenceGroups(trial);
+      const largest = Math.max(...groups.map((g) => Math.max(g[0], g[1])));
+      const shape = gridShape(largest, groups.length);
 
       const root = el("div", "assay-trial afc");
       root.dataset.trialIndex = String(trial.trial_index);
       root.style.setProperty("--cols", String(shape.cols));
       root.style.setProperty("--rows", String(shape.rows));
+      root.style.setProperty("--groups", String(groups.length));
 
       const header = el("div", "afc-header");
       if (trial.progress_text) header.appendChild(el("div", "trial-progress", trial.progress_text));
@@ -93,8 +122,10 @@ var jsPsych2afc = (function (jspsych) {
       root.appendChild(header);
 
       const stage = el("div", "afc-stage");
-      const minCol = referenceColumn("min", trial.ref_min, "Weakly activating");
-      const maxCol = referenceColumn("max", trial.ref_max, "Strongly activating");
+      const minCol = referenceColumn("min", trial.ref_min, "Weakly activating",
+                                     groups.map((g) => g[1]));
+      const maxCol = referenceColumn("max", trial.ref_max, "Strongly activating",
+                                     groups.map((g) => g[0]));
       const queries = el("section", "afc-queries");
       queries.appendChild(el("h2", "afc-heading", "Which belongs on the " + side + "?"));
       const pair = el("div", "afc-pair");
@@ -191,6 +222,7 @@ window.AssayParadigms["2afc_exemplar"] = {
   params: (view, options) => ({
     ref_max: view.ref_max,
     ref_min: view.ref_min,
+    ref_groups: view.ref_groups || null,
     query_a: view.query_a,
     query_b: view.query_b,
     max_side: options.max_side,
