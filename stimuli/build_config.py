@@ -152,6 +152,9 @@ def validate_build(raw: dict[str, Any]) -> BuildConfig:
                                     f"units: {why}")
     for method_id in methods:
         if method_id in plugins:
+            why = config and METHODS[method_id](plugins[method_id]).check(config.images)
+            if why:
+                problems.append(f"{method_id}: {why}")
             for needed in METHODS[method_id](plugins[method_id]).required():
                 if needed not in methods:
                     problems.append(f"methods: {method_id!r} builds on {needed!r}, which "

@@ -13,7 +13,7 @@ family in one run; the build caches each batch, so an interrupted build resumes 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -56,6 +56,11 @@ class Method:
 
     def unsupported(self, source: type[UnitSource]) -> str | None:
         """Why this method cannot explain the source's units, or None when it can."""
+        return None
+
+    def check(self, images: Any) -> str | None:
+        """Why this method cannot work on the build's images (its ``[images]`` table: size,
+        colour mode, ...), or None; reported with the config's other problems."""
         return None
 
     def n_extremes(self) -> int:

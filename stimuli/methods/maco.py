@@ -36,6 +36,12 @@ class Maco(Synthetic):
     description = "MACO feature visualizations (phase-only, natural magnitude) with their maps"
     config: MacoConfig
 
+    def check(self, images) -> str | None:
+        if self.config.spectrum.source == "imagenet" and images.mode != "RGB":
+            return ('spectrum.source = "imagenet" is an RGB spectrum but images.mode is '
+                    f'{images.mode!r}; use source = "images" (estimated from the images)')
+        return None
+
     def run(self, ctx: ExplainContext, units: list[UnitRef], rngs: list[np.random.Generator],
             n: int) -> Result:
         size, channels = self.side(ctx), self.channels(ctx)

@@ -1,6 +1,7 @@
 """Building stimulus sets: matched units per source, explanations per method, name-based
 seeds, per-method caches, every config problem at once, and a built set in a study."""
 
+import io
 import json
 import re
 
@@ -156,7 +157,7 @@ def test_bad_configs(tmp_path, change, message):
 
 def test_every_config_problem_is_reported_at_once(tmp_path):
     text = (SMALL.replace('sources = ["neuron", "nmf", "sae"]', 'sources = ["neuron", "pca"]')
-            .replace('methods = ["exemplars"]', 'methods = ["exemplars", "maco"]')
+            .replace('methods = ["exemplars"]', 'methods = ["exemplars", "gradcam"]')
             .replace("n_buckets = 3", "n_buckets = 0")
             .replace("[nmf]", "[nfm]")
             .replace('source = "demo"', 'source = "demo"\narch = "resnet18"'))
@@ -166,7 +167,8 @@ def test_every_config_problem_is_reported_at_once(tmp_path):
     assert lines[0].endswith("build.toml: invalid build config")
     assert lines[1:] == [
         "  sources.1: 'pca' is not a unit source (known: logit, neuron, nmf, sae)",
-        "  methods.1: 'maco' is not an explanation method (known: exemplars)",
+        "  methods.1: 'gradcam' is not an explanation method (known: accentuation, exemplars, "
+        "fourier, maco)",
         "  exemplars.n_buckets: Input should be greater than or equal to 1",
         "  nfm: unknown setting (a table must be named after a listed source or method)",
         "  model.arch: Extra inputs are not permitted",
@@ -376,3 +378,109 @@ def test_a_vision_transformer_s_token_layers_build(tmp_path, image_folder, cls):
     prov = load_stimulus_set(tmp_path / "out").manifest.provenance
     assert prov["dictionaries"]["blocks.1/nmf"]["n_components"] == 4
     assert prov["params"]["model"]["cls_token"] is (cls == "true")
+
+
+SYNTHETIC = SMALL.replace('sources = ["neuron", "nmf", "sae"]', 'sources = ["neuron", "nmf"]') \
+    .replace('methods = ["exemplars"]',
+             'methods = ["accentuation", "maco", "fourier", "exemplars"]') \
+    .replace('layers = ["block2", "block3"]', 'layers = ["block3"]') + """
+[maco]
+n_images = 2
+steps = 15
+units_per_batch = 2
+
+[fourier]
+n_images = 2
+steps = 15
+units_per_batch = 2
+
+[accentuation]
+n_images = 2
+steps = 15
+units_per_batch = 2
+"""
+
+
+class Interrupted(Exception):
+    """A build stopped from outside (Ctrl-C, a killed job)."""
+
+
+def test_optimized_images_are_built_in_cached_batches(built, tmp_path, monkeypatch):
+    """maco, fourier and accentuation in a build: their roles and per-image records,
+    accentuations seeded by the exemplars' references (listed last, explained first), and
+    a build interrupted in a batch resumes there."""
+    from stimuli.methods.synthetic import Synthetic
+
+    config, _ = built
+    path = write_config(tmp_path / "fv", text=SYNTHETIC)
+    (path.parent / "cache").mkdir()
+    for trained in (config.parent / "cache").glob("demo-cnn-*.pt"):
+        (path.parent / "cache" / trained.name).write_bytes(trained.read_bytes())
+    runs: list = []
+    first: list = []
+    real = Synthetic.optimize
+
+    def optimize(self, ctx, units, *args, **kwargs):
+        runs.append((self.id, tuple(u.id for u in units)))
+        if len(runs) == 4 and not first:
+            raise Interrupted  # the build stops in its fourth batch
+        return real(self, ctx, units, *args, **kwargs)
+
+    monkeypatch.setattr(Synthetic, "optimize", optimize)
+    with pytest.raises(Interrupted):
+        build_stimuli(path)
+    first.extend(runs)
+    runs.clear()
+    digest = build_stimuli(path)
+    # 2 families x 3 units in batches of 2: 4 batches per method; three were cached
+    assert len(first) == 4 and len(runs) == 3 * 4 - 3 and runs[0] == first[-1]
+    assert not set(first[:3]) & set(runs)
+
+    stimulus_set = load_stimulus_set(path.parent / "out")
+    assert stimulus_set.digest == digest
+    for entry in stimulus_set.manifest.entries:
+        natural = entry.explanations["exemplars"]
+        top = entry.covariates["top_score"]  # the unit's top natural activation
+        for method in ("maco", "fourier", "accentuation"):
+            roles = entry.explanations[method]
+            assert [len(roles[r]) for r in ("max_refs", "min_refs", "catch")] == [2, 2, 1]
+            for side in ("max_refs", "min_refs"):
+                for ref in roles[side]:
+                    assert ref.meta["relative_activation"] == pytest.approx(
+                        ref.activation / top, rel=1e-3, abs=1e-6)
+                    assert -1 <= ref.meta["plausibility"] <= 1
+                    with Image.open(io.BytesIO(stimulus_set.images[ref.image])) as img:
+                        assert img.size == (56, 56)  # shown at display_size, as naturals
+            # maximizing beats minimizing for every unit
+            assert min(r.activation for r in roles["max_refs"]) > \
+                max(r.activation for r in roles["min_refs"])
+        assert all(r.map for r in entry.explanations["maco"]["max_refs"])
+        accent = entry.explanations["accentuation"]
+        for side in ("max_refs", "min_refs"):
+            seeds = [r.meta["seed"] for r in accent[side]]
+            assert seeds == [r.image for r in natural[side][:2]]
+            assert all(0 < r.meta["seed_distance"] < 0.5 for r in accent[side])
+        assert all(r.activation > r.meta["seed_activation"] for r in accent["max_refs"])
+    details = stimulus_set.manifest.provenance["method_details"]
+    assert details["maco"]["spectrum"]["source"] == "images"
+    assert len(details["maco"]["spectrum"]["sha256"]) == 64
+
+    # a changed maco option recomputes maco's batches only
+    runs.clear()
+    path.write_text(SYNTHETIC.replace("steps = 15\nunits_per_batch = 2\n\n[fourier]",
+                                      "steps = 16\nunits_per_batch = 2\n\n[fourier]")
+                    .format(seed=0))
+    build_stimuli(path)
+    assert {method for method, _ in runs} == {"maco"} and len(runs) == 4
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (('methods = ["accentuation", "maco", "fourier", "exemplars"]', 'methods = ["accentuation"]'),
+     "methods: 'accentuation' builds on 'exemplars', which must be listed too"),
+    (("[fourier]\n", '[maco.spectrum]\nsource = "imagenet"\n\n[fourier]\n'),
+     "maco: spectrum.source = \"imagenet\" is an RGB spectrum but images.mode is 'L'"),
+    (("[maco]\n", "[maco]\nshow = \"both\"\n"), "maco.show: Input should be 'image' or 'masked'"),
+])
+def test_optimized_image_configs_are_checked_when_they_load(tmp_path, change, message):
+    with pytest.raises(BuildConfigError, match=re.escape(message)):
+        load_build_config(write_config(tmp_path, text=SYNTHETIC.replace(*change)))
