@@ -230,6 +230,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-input-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch's CPU threads (default: torch's); match Assay's run, and prefer 1 on a "
+        "busy shared machine, where 2 threads wait on each other",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
         "--work",
@@ -254,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.work / SPECTRUM} is missing: run benchmarks/oracles/setup.sh")
     args.work.mkdir(parents=True, exist_ok=True)
     os.chdir(args.work)  # Horama would download the spectrum into the working directory
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = run(args)
     log.info(
         "%s: %.1f ms per step, images %s",
