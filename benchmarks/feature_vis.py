@@ -89,7 +89,7 @@ def oracle(method: str, weights: Path, layer: str, units: list[int], size: int, 
     cmd = [str(ORACLE_PYTHON), str(ROOT / "benchmarks/oracles/run_fv.py"), "--method", method,
            "--weights", str(weights), "--layer", layer, "--units", ",".join(map(str, units)),
            "--image-size", str(size), "--model-input-size", str(size), "--steps", str(steps),
-           "--out", str(out)]
+           "--out", str(out), "--threads", str(torch.get_num_threads())]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"skipped": done.stderr.strip().splitlines()[-1:]}
@@ -195,7 +195,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--layer", default="layer3")
     parser.add_argument("--units", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads, ours and the oracles' alike (1: steadiest on a "
+                             "small shared machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     args.size, args.steps = (64, 10) if args.quick else (224, 50)
     args.demo_steps, args.demo_units = (100, 4) if args.quick else (256, 12)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
