@@ -548,3 +548,31 @@ def test_researcher_text_that_looks_like_html_is_shown_as_text(browser, variant)
     assert me.dialogs == []
     assert me.errors == []
     me.close()
+
+
+def test_a_condition_without_references_shows_only_the_queries(browser, site, stimulus_dir):
+    """The no-explanation baseline: no empty reference panels, a question that makes sense
+    without them, and (no references to check attention with) no catch trials."""
+    slug = "bare-" + secrets.token_hex(3)
+    _launch(
+        site.app, stimulus_dir, slug,
+        conditions=[{"name": "none", "source": "neuron",
+                     "roles": {"max_refs": "none", "min_refs": "none"}}],
+        paradigm={"response_lock_ms": LOCK_MS, "feedback": False},
+        trials={"main": 2, "catch_rate": 0.25},
+        practice={"trials": 0},
+    )
+    me = Participant.open(browser, Site(site.url, slug, site.app))
+    assert [t["kind"] for t in me.plan] == ["main", "main"]
+    me.start()
+    root = me.page.locator('.afc[data-shown="1"]')
+    expect(root).to_have_count(1)
+    assert root.locator(".afc-refs").count() == 0 and root.locator("img").count() == 2
+    expect(me.page.locator(".afc-question")).to_have_text(
+        "Which of the two images makes the unit respond more strongly?")
+    expect(me.page.locator(".afc-queries h2")).to_have_text("Which responds more strongly?")
+    expect(me.page.locator('.afc[data-unlocked="1"]')).to_have_count(1)
+    me.page.locator('.trial-btn[data-choice="a"][data-confidence="2"]').click()
+    expect(me.page.locator('.afc[data-trial-index="1"][data-shown="1"]')).to_have_count(1)
+    assert me.errors == []
+    me.close()

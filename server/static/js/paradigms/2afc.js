@@ -111,12 +111,17 @@ var jsPsych2afc = (function (jspsych) {
 
       const header = el("div", "afc-header");
       if (trial.progress_text) header.appendChild(el("div", "trial-progress", trial.progress_text));
+      // Without references (a "none" condition) there is nothing to match: the question
+      // is then which query drives the unit more, and the empty panels are left out.
+      const bare = trial.ref_max.length === 0 && trial.ref_min.length === 0;
       header.appendChild(
         el(
           "p",
           "afc-question",
-          "Which image in the middle belongs with the strongly activating examples " +
-            "(the " + side + " side)?"
+          bare
+            ? "Which of the two images makes the unit respond more strongly?"
+            : "Which image in the middle belongs with the strongly activating examples " +
+                "(the " + side + " side)?"
         )
       );
       root.appendChild(header);
@@ -127,7 +132,9 @@ var jsPsych2afc = (function (jspsych) {
       const maxCol = referenceColumn("max", trial.ref_max, "Strongly activating",
                                      groups.map((g) => g[0]));
       const queries = el("section", "afc-queries");
-      queries.appendChild(el("h2", "afc-heading", "Which belongs on the " + side + "?"));
+      queries.appendChild(el("h2", "afc-heading",
+                             bare ? "Which responds more strongly?"
+                                  : "Which belongs on the " + side + "?"));
       const pair = el("div", "afc-pair");
       const figures = {};
       for (const [key, url] of [["a", trial.query_a], ["b", trial.query_b]]) {
@@ -139,7 +146,8 @@ var jsPsych2afc = (function (jspsych) {
         figures[key] = fig;
       }
       queries.appendChild(pair);
-      const columns = side === "right" ? [minCol, queries, maxCol] : [maxCol, queries, minCol];
+      const columns = bare ? [queries]
+        : side === "right" ? [minCol, queries, maxCol] : [maxCol, queries, minCol];
       columns.forEach((c) => stage.appendChild(c));
       root.appendChild(stage);
 
