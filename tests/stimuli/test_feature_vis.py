@@ -167,3 +167,29 @@ def test_the_forward_pass_stops_at_the_objectives_layer(planted):
     assert calls == []
     with pytest.raises(ValueError, match="unknown layer 'nope'"):
         LayerOutput(model, "nope", mean=(0.5,), std=(0.5,))
+
+
+@pytest.mark.parametrize("source_id", ["nmf", "sae"])
+def test_dictionary_objectives_are_differentiable_stand_ins_for_the_codes(source_id):
+    """A feature is optimized through a differentiable code: it must rank positions as the
+    source's own encoder does, and pass gradients to the activations."""
+    from stimuli.registry import SOURCES
+    from tests.stimuli.conftest import planted_dictionary
+
+    X, _ = planted_dictionary(3000, 16, 6, seed=3)
+    cls = SOURCES[source_id]
+    options = {"n_components": 6} | ({"k": 2, "epochs": 10} if source_id == "sae" else {})
+    source = cls(cls.Config(**options), seed=0, device=torch.device("cpu"))
+    source.fit(X)
+    codes = source.encoder()(X)
+    x = X[:500].clone().requires_grad_(True)
+    stand_in = source.objective_encoder()(x)
+    stand_in[:, 0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    active = codes[:500] > 0
+    for k in range(codes.shape[1]):
+        on = active[:, k]
+        if 10 < on.sum() < 490:  # a feature's active positions score higher than the rest
+            assert stand_in[on, k].mean() > stand_in[~on, k].mean()
+        rho = torch.corrcoef(torch.stack([codes[:500, k], stand_in[:, k].detach()]))[0, 1]
+        assert rho > 0.5, (source_id, k, float(rho))
