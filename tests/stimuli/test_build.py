@@ -380,7 +380,8 @@ def test_a_vision_transformer_s_token_layers_build(tmp_path, image_folder, cls):
     assert prov["params"]["model"]["cls_token"] is (cls == "true")
 
 
-SYNTHETIC = SMALL.replace('sources = ["neuron", "nmf", "sae"]', 'sources = ["neuron", "nmf"]') \
+SYNTHETIC = SMALL.replace('sources = ["neuron", "nmf", "sae"]',
+                          'sources = ["neuron", "nmf", "sae", "logit"]') \
     .replace('methods = ["exemplars"]',
              'methods = ["accentuation", "maco", "fourier", "exemplars"]') \
     .replace('layers = ["block2", "block3"]', 'layers = ["block3"]') + """
@@ -406,9 +407,9 @@ class Interrupted(Exception):
 
 
 def test_optimized_images_are_built_in_cached_batches(built, tmp_path, monkeypatch):
-    """maco, fourier and accentuation in a build: their roles and per-image records,
-    accentuations seeded by the exemplars' references (listed last, explained first), and
-    a build interrupted in a batch resumes there."""
+    """maco, fourier and accentuation in a build, for every source: their roles and
+    per-image records, accentuations seeded by the exemplars' references (listed last,
+    explained first), and a build interrupted in a batch resumes there."""
     from stimuli.methods.synthetic import Synthetic
 
     config, _ = built
@@ -432,8 +433,9 @@ def test_optimized_images_are_built_in_cached_batches(built, tmp_path, monkeypat
     first.extend(runs)
     runs.clear()
     digest = build_stimuli(path)
-    # 2 families x 3 units in batches of 2: 4 batches per method; three were cached
-    assert len(first) == 4 and len(runs) == 3 * 4 - 3 and runs[0] == first[-1]
+    # 4 families (neurons, NMF and SAE features of block3, logits) x 3 units in batches of
+    # 2: 8 batches per method; three were cached
+    assert len(first) == 4 and len(runs) == 3 * 8 - 3 and runs[0] == first[-1]
     assert not set(first[:3]) & set(runs)
 
     stimulus_set = load_stimulus_set(path.parent / "out")
@@ -471,7 +473,7 @@ def test_optimized_images_are_built_in_cached_batches(built, tmp_path, monkeypat
                                       "steps = 16\nunits_per_batch = 2\n\n[fourier]")
                     .format(seed=0))
     build_stimuli(path)
-    assert {method for method, _ in runs} == {"maco"} and len(runs) == 4
+    assert {method for method, _ in runs} == {"maco"} and len(runs) == 8
 
 
 @pytest.mark.parametrize(("change", "message"), [
