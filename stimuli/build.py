@@ -27,6 +27,7 @@ from tqdm import tqdm
 from stimuli.activations import sample_positions
 from stimuli.build_config import BuildConfig, load_build_config
 from stimuli.cache import TensorCache, digest_of, seed_from
+from stimuli.drawings.build import build_drawings, is_drawing_build
 from stimuli.exemplars import ExemplarSearch
 from stimuli.explain_context import ExplainContext, UnitStatistics
 from stimuli.images import (
@@ -66,6 +67,8 @@ Family = tuple[str, str]  # (hooked layer, source id); "" is the model's output
 def build_stimuli(config_path: str | Path, output: str | Path | None = None) -> str:
     """Build the stimulus set a build TOML describes (into ``output`` if given, instead of
     the config's own); returns the set's digest."""
+    if is_drawing_build(Path(config_path)):  # a corpus's categories, not a model's units
+        return build_drawings(config_path, output)
     config = load_build_config(Path(config_path))
     if output is not None:
         config = config.model_copy(update={"output": Path(output).resolve()})

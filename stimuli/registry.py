@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
+from stimuli.drawings.build import Drawings
 from stimuli.methods.accentuation import Accentuation
 from stimuli.methods.base import Method
 from stimuli.methods.exemplars import Exemplars
@@ -48,6 +49,7 @@ METHODS: dict[str, type[Method]] = {
     "maco": Maco,
     "fourier": Fourier,
     "accentuation": Accentuation,
+    "drawings": Drawings,
 }
 
 _GROUPS = {"assay.models": (MODELS, ModelLoader), "assay.sources": (SOURCES, UnitSource),

@@ -50,6 +50,9 @@ class Method:
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     description: ClassVar[str] = ""
     roles: ClassVar[dict[str, RoleKind]]
+    # False for a method whose entries are not units (drawings of a corpus's categories):
+    # it has its own builder, and unit builds refuse it
+    explains_units: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig):
         self.config = config

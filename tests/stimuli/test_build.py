@@ -167,8 +167,8 @@ def test_every_config_problem_is_reported_at_once(tmp_path):
     assert lines[0].endswith("build.toml: invalid build config")
     assert lines[1:] == [
         "  sources.1: 'pca' is not a unit source (known: logit, neuron, nmf, sae)",
-        "  methods.1: 'gradcam' is not an explanation method (known: accentuation, exemplars, "
-        "fourier, maco)",
+        "  methods.1: 'gradcam' is not an explanation method (known: accentuation, drawings, "
+        "exemplars, fourier, maco)",
         "  exemplars.n_buckets: Input should be greater than or equal to 1",
         "  nfm: unknown setting (a table must be named after a listed source or method)",
         "  model.arch: Extra inputs are not permitted",
