@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from stimuli.stimulus_set import Entry, StimulusManifest
+from stimuli.stimulus_set import Entry, EntryType, StimulusManifest
 
 if TYPE_CHECKING:  # the report's types: the participant server never imports them
     import pandas as pd
@@ -119,6 +119,15 @@ class Paradigm:
     combinable: ClassVar[frozenset[str]] = frozenset()
     plugin: ClassVar[str]  # its jsPsych plugin: server/static/js/paradigms/<plugin>.js
     export_columns: ClassVar[tuple[str, ...]]  # from export_row, after the common columns
+    # the manifest entries it shows: units (2AFC, intruder) or drawing categories
+    entry_type: ClassVar[EntryType] = "unit"
+    # whether it plans catch trials at all (a task without an obvious answer to test
+    # attention on has none, whatever trials.catch_rate says)
+    catch_trials: ClassVar[bool] = True
+    # an export column whose levels the report compares by a GLMM beside the conditions'
+    # (e.g. the drawer of a drawing), and the level it contrasts the others against
+    factor: ClassVar[str | None] = None
+    factor_reference: ClassVar[str | None] = None
 
     @property
     def script(self) -> str:
@@ -191,12 +200,13 @@ def condition_of(spec: StudySpec, name: str) -> Condition:
 
 def condition_entries(spec: StudySpec, manifest: StimulusManifest,
                       condition: Condition) -> list[Entry]:
-    """The unit entries a condition shows: its sources, with every role it needs present
-    (``Paradigm.unit_roles``)."""
-    needed = spec.paradigm_class.unit_roles(condition)
+    """The entries a condition shows (of the paradigm's ``entry_type``): its sources, with
+    every role it needs present (``Paradigm.unit_roles``)."""
+    paradigm = spec.paradigm_class
+    needed = paradigm.unit_roles(condition)
     return [
         e for e in manifest.entries
-        if e.type == "unit" and e.source in condition.source
+        if e.type == paradigm.entry_type and e.source in condition.source
         and all(e.role(method, role) for method, role in needed)
     ]
 

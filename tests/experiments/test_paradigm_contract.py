@@ -24,6 +24,7 @@ from experiments.paradigms import PARADIGMS
 from experiments.paradigms.base import Paradigm, Section, Trial
 from experiments.study import StudySpec
 from stimuli.stimulus_set import load_stimulus_set
+from tests.experiments.drawing_set import drawing_dir, stimuli_for  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMOS = ROOT / "experiments" / "demos"
@@ -67,9 +68,10 @@ def plans(paradigm: Paradigm, spec: StudySpec, manifest, seed: int = 0) -> list[
 
 
 @PARAMS
-def test_plans_are_feasible_deterministic_and_structured(paradigm, stimulus_dir):
+def test_plans_are_feasible_deterministic_and_structured(paradigm, stimulus_dir,
+                                                        drawing_dir):  # noqa: F811
     spec = small_spec(paradigm.id)
-    manifest = load_stimulus_set(stimulus_dir).manifest
+    manifest = load_stimulus_set(stimuli_for(paradigm, stimulus_dir, drawing_dir)).manifest
     paradigm.check_feasible(spec, manifest)
     cells = paradigm.cells(spec, manifest)
     assert {c.condition for c in cells} == {c.name for c in spec.conditions}
@@ -82,7 +84,8 @@ def test_plans_are_feasible_deterministic_and_structured(paradigm, stimulus_dir)
         kinds = [t.kind for t in plan]
         assert kinds.count("practice") == spec.practice.trials * spec.practice.max_attempts
         assert kinds.count("main") == spec.trials.main
-        assert kinds.count("catch") == round(spec.trials.catch_rate * spec.trials.main)
+        catch = round(spec.trials.catch_rate * spec.trials.main) if paradigm.catch_trials else 0
+        assert kinds.count("catch") == catch
         json.dumps([t.to_dict() for t in plan])  # stored as JSON with the session
         units = {e.id: e for e in manifest.entries}
         assert all(units[t.unit_id].source == t.source for t in plan)
@@ -107,8 +110,10 @@ def simulated(paradigm: Paradigm, stimulus_dir: Path, *, seeds=(0,), skills=(1.0
 
 
 @PARAMS
-def test_views_hide_the_key_and_simulated_answers_score_and_export(paradigm, stimulus_dir):
-    for _, options, trial, view, answers in simulated(paradigm, stimulus_dir):
+def test_views_hide_the_key_and_simulated_answers_score_and_export(paradigm, stimulus_dir,
+                                                                   drawing_dir):  # noqa: F811
+    directory = stimuli_for(paradigm, stimulus_dir, drawing_dir)
+    for _, options, trial, view, answers in simulated(paradigm, directory):
         assert 0 < paradigm.chance(options) < 1
         assert "key" not in view and "correct" not in view
         json.dumps(view)
@@ -119,11 +124,12 @@ def test_views_hide_the_key_and_simulated_answers_score_and_export(paradigm, sti
 
 
 @PARAMS
-def test_simulated_participants_see_the_stimuli(paradigm, stimulus_dir):
+def test_simulated_participants_see_the_stimuli(paradigm, stimulus_dir, drawing_dir):  # noqa: F811
     """Skilled observers beat chance by far, blind ones do not: answers depend on images."""
     scores: dict[float, list[float]] = {0.0: [], 4.0: []}
     chance = []
-    for _, options, trial, _, answers in simulated(paradigm, stimulus_dir, seeds=range(4),
+    directory = stimuli_for(paradigm, stimulus_dir, drawing_dir)
+    for _, options, trial, _, answers in simulated(paradigm, directory, seeds=range(4),
                                                    skills=tuple(scores)):
         chance.append(paradigm.chance(options))
         for skill, answer in answers.items():
@@ -145,12 +151,13 @@ def test_the_browser_plugin_registers_the_paradigm(paradigm):
 
 
 @PARAMS
-def test_report_sections_are_sections(paradigm, stimulus_dir):
+def test_report_sections_are_sections(paradigm, stimulus_dir, drawing_dir):  # noqa: F811
+    directory = stimuli_for(paradigm, stimulus_dir, drawing_dir)
     rows = [
         {"trial_kind": trial.kind, "excluded": False, "condition": cell.condition,
          "participant": cell.key, "correct": paradigm.score(trial.key, answers[1.0]) >= 1.0,
          **paradigm.export_row(trial.to_dict(), answers[1.0].model_dump(mode="json"))}
-        for cell, _, trial, _, answers in simulated(paradigm, stimulus_dir)
+        for cell, _, trial, _, answers in simulated(paradigm, directory)
     ]
     sections = paradigm.report_sections(pd.DataFrame(rows))
     assert all(isinstance(s, Section) and s.title for s in sections)

@@ -27,6 +27,7 @@ from server.devserver import serving
 from server.extensions import get_db
 from server.models import ParticipantSession, PlatformIdentity, TrialResponse
 from tests.conftest import app_config, fresh_database
+from tests.experiments.drawing_set import drawing_dir, stimuli_for  # noqa: F401 (a fixture)
 from tests.experiments.test_paradigm_contract import small_spec
 from tests.server.test_browser import CSP_PROBE, browser  # noqa: F401 (a fixture)
 
@@ -61,10 +62,11 @@ def stored_answers(app, pid: str) -> dict[int, dict]:
 
 @pytest.mark.parametrize("paradigm_id", list(PARADIGMS))
 def test_a_simulated_participant_completes_a_study_in_chromium(
-    browser, server, stimulus_dir, paradigm_id  # noqa: F811
+    browser, server, stimulus_dir, drawing_dir, paradigm_id  # noqa: F811
 ):
     app, base = server
     paradigm = PARADIGMS[paradigm_id]
+    stimulus_dir = stimuli_for(paradigm, stimulus_dir, drawing_dir)  # drawings for drawing tasks
     slug = f"{paradigm_id.replace('_', '-')}-{secrets.token_hex(3)}"
     spec = small_spec(paradigm_id, slug=slug, main=4, catch_rate=0.25).model_copy(
         update={"stimulus_set": stimulus_dir.name})

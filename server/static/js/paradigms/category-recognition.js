@@ -1,0 +1,127 @@
+/* Assay's jsPsych 8 plugin for category recognition of drawings, and its registration as
+ * the browser side of the `category_recognition` paradigm (see study.js).
+ *
+ * One drawing on top and a row (or two) of category exemplars below: the participant clicks
+ * the exemplar whose category the drawing shows, which sends the answer
+ * {choice: position (0-based)}. The exemplars unlock after `response_lock_ms`. RT runs
+ * from the frame in which the images appear to the click. When `correct` (the position of
+ * the drawing's own exemplar) is given, feedback follows.
+ */
+/* global jsPsychModule */
+var jsPsychCategoryRecognition = (function (jspsych) {
+  "use strict";
+
+  const P = jspsych.ParameterType;
+  const { el, image, eventLog, onset, response, feedback } = window.AssayTrialKit;
+
+  const info = {
+    name: "assay-category-recognition",
+    version: "1.0.0",
+    parameters: {
+      ...window.AssayTrialKit.parameters(P),
+      /** URL of the drawing. */
+      drawing: { type: P.IMAGE, default: undefined },
+      /** URLs of the category exemplars, in the order shown. */
+      choices: { type: P.IMAGE, default: undefined, array: true },
+      /** Position of the drawing's own exemplar (0-based); when given, feedback follows. */
+      correct: { type: P.INT, default: null },
+    },
+    /** answer: {choice: position of the exemplar chosen (0-based)}. */
+    data: window.AssayTrialKit.data(P),
+  };
+
+  class CategoryRecognitionPlugin {
+    static info = info;
+
+    constructor(jsPsych) {
+      this.jsPsych = jsPsych;
+    }
+
+    trial(display_element, trial) {
+      const n = trial.choices.length;
+      const root = el("div", "assay-trial crec");
+      root.dataset.trialIndex = String(trial.trial_index);
+      root.style.setProperty("--cols", String(n <= 5 ? n : Math.ceil(n / 2)));
+      root.style.setProperty("--rows", String(n <= 5 ? 1 : 2));
+
+      const header = el("div", "crec-header");
+      if (trial.progress_text) header.appendChild(el("div", "trial-progress", trial.progress_text));
+      header.appendChild(
+        el("p", "crec-question", "Which character does this drawing show? Click it below.")
+      );
+      root.appendChild(header);
+
+      const stage = el("div", "crec-stage");
+      const target = el("div", "crec-drawing");
+      target.appendChild(image(trial.drawing, "the drawing"));
+      stage.appendChild(target);
+      const row = el("div", "crec-choices");
+      const tiles = trial.choices.map((url, i) => {
+        const tile = el("button", "crec-choice");
+        tile.type = "button";
+        tile.disabled = true;
+        tile.dataset.position = String(i);
+        tile.appendChild(image(url, "character " + (i + 1)));
+        tile.appendChild(el("span", "crec-number", String(i + 1)));
+        row.appendChild(tile);
+        return tile;
+      });
+      stage.appendChild(row);
+      root.appendChild(stage);
+
+      const footer = el("div", "crec-footer");
+      root.appendChild(footer);
+      display_element.replaceChildren(root);
+
+      const log = eventLog();
+      let shown = null;
+      let data = null;
+
+      const finish = () => {
+        log.stop();
+        this.jsPsych.finishTrial(data);
+      };
+
+      tiles.forEach((tile) =>
+        tile.addEventListener("click", () => {
+          if (data !== null || shown === null) return;
+          const chosen = Number(tile.dataset.position);
+          data = response(trial, shown, { choice: chosen }, log);
+          tiles.forEach((t) => (t.disabled = true));
+          tile.classList.add("crec-chosen");
+          if (typeof trial.correct === "number") {
+            data.answered_correctly = chosen === trial.correct;
+          }
+          if (typeof trial.on_response === "function") trial.on_response(data);
+          if (data.answered_correctly === undefined) {
+            finish();
+            return;
+          }
+          tiles[trial.correct].classList.add("crec-target");
+          feedback(root, footer, data.answered_correctly,
+                   "The drawing shows character " + (trial.correct + 1) +
+                     " (outlined in green).",
+                   trial.continue_label, finish);
+        })
+      );
+
+      onset(this.jsPsych, root, stage, trial.response_lock_ms, () => {
+        tiles.forEach((t) => (t.disabled = false));
+      }).then((at) => {
+        shown = at;
+        log.start(at.t0);
+      });
+    }
+  }
+
+  return CategoryRecognitionPlugin;
+})(jsPsychModule);
+
+window.AssayParadigms = window.AssayParadigms || {};
+window.AssayParadigms.category_recognition = {
+  plugin: jsPsychCategoryRecognition,
+  images: (view) => [view.drawing, ...view.choices],
+  params: (view) => ({ drawing: view.drawing, choices: view.choices }),
+  isCorrect: (answer, key) => answer.choice === key,
+  controls: (answer) => ['.crec-choice[data-position="' + answer.choice + '"]'],
+};
