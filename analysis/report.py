@@ -45,6 +45,8 @@ class ModelSpec:
     link: str = "logit"
     kinds: tuple[str, ...] = ("main",)
     subset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # column -> the level its treatment contrasts compare the others against (put first)
+    reference: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ def default_models(trials: pd.DataFrame) -> list[ModelSpec]:
     """Accuracy and log RT by condition with crossed participant and unit intercepts
     (intercept only when the included main trials have a single condition); and, when the
     units have an importance, accuracy on condition x layer with the standardized
-    importance as a covariate."""
+    importance as a covariate; and accuracy by each paradigm's ``factor``
+    (:func:`factor_models`)."""
     main = trials[(trials["trial_kind"] == "main") & ~trials["excluded"]]
     rhs = "condition" if main["condition"].nunique() > 1 else "1"
     random = "(1|participant) + (1|unit_id)"
@@ -75,6 +78,27 @@ def default_models(trials: pd.DataFrame) -> list[ModelSpec]:
         models.append(ModelSpec(
             "Accuracy with unit importance (binomial GLMM; importance z-scored within "
             "source x layer)", f"correct ~ {fixed} + importance_z + {random}"))
+    return models + factor_models(main, random)
+
+
+def factor_models(main: pd.DataFrame, random: str) -> list[ModelSpec]:
+    """Accuracy by a paradigm's ``factor`` (an export column, e.g. the drawer of a drawing),
+    on that paradigm's trials, where it has more than one level: the comparison a paradigm
+    asks for without importing the analysis."""
+    names = _levels(main["paradigm"])
+    models = []
+    for name in names:
+        paradigm = PARADIGMS.get(name)
+        factor = paradigm.factor if paradigm is not None else None
+        rows = main[main["paradigm"].astype(str) == name]
+        if factor is None or factor not in rows or rows[factor].nunique() < 2:
+            continue
+        reference = {factor: paradigm.factor_reference} if paradigm.factor_reference else {}
+        models.append(ModelSpec(
+            f"Accuracy by {factor} (binomial GLMM, logit link"
+            + (f"; {name} trials)" if len(names) > 1 else ")"),
+            f"correct ~ {factor} + {random}", subset={"paradigm": (name,)},
+            reference=reference))
     return models
 
 
@@ -87,6 +111,10 @@ def model_data(trials: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     used = [c for c in t.columns if c.endswith("_z") and c in spec.formula]
     t = t.dropna(subset=used)  # a unit without the covariate cannot enter that model
     t = t.copy()
+    for col, level in spec.reference.items():
+        t = t[t[col].notna()].copy()
+        levels = sorted(set(t[col].astype(str)), key=lambda v: (v != level, v))
+        t[col] = pd.Categorical(t[col].astype(str), categories=levels)
     for col in t.columns:
         if isinstance(t[col].dtype, pd.CategoricalDtype):
             t[col] = t[col].cat.remove_unused_categories()
