@@ -48,8 +48,8 @@ class AutoencoderConfig(BaseModel):
     regularizer: Literal["kl", "vq", "classification", "prototype", "simclr", "barlow"]
     weight: float | None = Field(None, ge=0)
     latent_dim: int = Field(32, ge=2, le=512)
-    channels: int = Field(32, ge=4, le=256)  # of the deepest conv stages (half in the first)
-    epochs: int = Field(4, ge=1)
+    channels: int = Field(32, ge=4, le=256)  # deepest stages; halved, quartered nearer pixels
+    epochs: int = Field(5, ge=1)
     batch_size: int = Field(128, ge=4)
     lr: float = Field(2e-3, gt=0)
     shots: int = Field(4, ge=2)  # prototype episodes: drawings per category in a batch
@@ -99,8 +99,8 @@ class RegularizedAutoencoder(nn.Module):
             nn.Unflatten(1, (c, g, g)),
             *_stage(nn.ConvTranspose2d(c, c, 4, stride=2, padding=1)),
             *_stage(nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1)),
-            *_stage(nn.ConvTranspose2d(c // 2, c // 2, 4, stride=2, padding=1)),
-            nn.Conv2d(c // 2, 1, 3, padding=1),  # N, 1, 8g, 8g: ink logits
+            *_stage(nn.ConvTranspose2d(c // 2, c // 4, 4, stride=2, padding=1)),
+            nn.Conv2d(c // 4, 1, 3, padding=1),  # N, 1, 8g, 8g: ink logits
         )
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ class DiffusionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    width: int = Field(256, ge=8, le=4096)
+    width: int = Field(128, ge=8, le=4096)
     blocks: int = Field(3, ge=1, le=32)
     epochs: int = Field(8, ge=1)
     steps_per_epoch: int = Field(250, ge=1)
