@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stimuli.cache import default_cache_dir, seed_from
+from stimuli.cache import TensorCache, default_cache_dir, seed_from
 from stimuli.drawings.corpus import DrawingCorpus
 from stimuli.methods.base import Method, MethodConfig, RoleKind
 from stimuli.stimulus_set import (
@@ -60,7 +60,7 @@ class CorpusConfig(_Strict):
     source: Literal["hershey", "omniglot", "quickdraw"] = "hershey"
     path: Path | None = None  # omniglot: its folder; quickdraw: its .npz
     size: int = Field(48, ge=16, le=128)
-    variants: int = Field(12, ge=2, le=200)  # hershey: rendered variants per font
+    variants: int = Field(10, ge=2, le=200)  # hershey: drawers (rendered variants) per font
 
 
 class DrawingsConfig(MethodConfig):
@@ -139,14 +139,14 @@ def load_corpus(config: CorpusConfig, *, seed: int, cache_dir: Path) -> DrawingC
         from stimuli.drawings.hershey import hershey_corpus
 
         return hershey_corpus(size=config.size, variants=config.variants, seed=seed,
-                              cache_dir=cache_dir)
+                              cache=TensorCache(cache_dir))
     from stimuli.drawings import datasets
 
     if config.path is None:
         raise ValueError(f"corpus.source = {config.source!r} needs corpus.path")
     if config.source == "omniglot":
         return datasets.omniglot_corpus(config.path, size=config.size)
-    return datasets.quickdraw_corpus(config.path, size=config.size)
+    return datasets.quickdraw_fs_corpus(config.path, size=config.size)
 
 
 def build_drawings(config_path: str | Path, output: str | Path | None = None) -> str:
@@ -163,6 +163,45 @@ class DrawingBuilder:
         self.cache_dir = config.cache_dir or default_cache_dir()
 
     def build(self) -> str:
+        cfg, opts = self.config, self.config.drawings
+        corpus = load_corpus(cfg.corpus, seed=cfg.seed, cache_dir=self.cache_dir)
+        background, evaluation = corpus.split("background"), corpus.split("evaluation")
+        originality, recognizability = self.critics(background)
+        chosen, exemplars, human = self.sample(evaluation)
+        drawers: dict[str, np.ndarray] = {HUMAN: human}  # drawer -> (E, n, S, S)
+        for regularizer in opts.regularizers:
+            model = self.model(background, regularizer)
+            drawers[regularizer] = model.draw(
+                exemplars, opts.per_category, seed=seed_from(cfg.seed, "draw", regularizer),
+                guidance=opts.guidance)
+        scores = self.scores(drawers, exemplars, chosen, evaluation, originality,
+                              recognizability)
+        return self._write(corpus, evaluation, chosen, exemplars, drawers, scores)
+
+    def model(self, background: DrawingCorpus, regularizer: str):
+        """The regularizer's latent diffusion model, on its autoencoder (both cached)."""
+        return self.diffusion(self.autoencoder(background, regularizer), background,
+                              regularizer)
+
+    def autoencoder(self, background: DrawingCorpus, regularizer: str):
+        from stimuli.drawings.autoencoder import AutoencoderConfig, train_autoencoder
+
+        cfg, opts = self.config, self.config.drawings
+        return train_autoencoder(
+            background, AutoencoderConfig(regularizer=regularizer, **opts.autoencoder),
+            seed=seed_from(cfg.seed, "autoencoder", regularizer), cache_dir=self.cache_dir,
+            device=cfg.device)
+
+    def diffusion(self, autoencoder, background: DrawingCorpus, regularizer: str):
+        from stimuli.drawings.diffusion import DiffusionConfig, train_diffusion
+
+        cfg, opts = self.config, self.config.drawings
+        return train_diffusion(autoencoder, background, DiffusionConfig(**opts.diffusion),
+                               seed=seed_from(cfg.seed, "diffusion", regularizer),
+                               cache_dir=self.cache_dir, device=cfg.device)
+
+    def critics(self, background: DrawingCorpus):
+        """The originality and the recognizability critic (cached)."""
         from stimuli.drawings.critics import (
             OriginalityConfig,
             RecognizabilityConfig,
@@ -171,38 +210,13 @@ class DrawingBuilder:
         )
 
         cfg, opts = self.config, self.config.drawings
-        corpus = load_corpus(cfg.corpus, seed=cfg.seed, cache_dir=self.cache_dir)
-        background, evaluation = corpus.split("background"), corpus.split("evaluation")
         train = {"seed": cfg.seed, "cache_dir": self.cache_dir, "device": cfg.device}
-        originality = train_originality_critic(
-            background, OriginalityConfig(**opts.originality), **train)
-        recognizability = train_recognizability_critic(
-            background, RecognizabilityConfig(**opts.recognizability), **train)
-        chosen, exemplars, human = self._sample(evaluation)
-        drawers: dict[str, np.ndarray] = {HUMAN: human}  # drawer -> (E, n, S, S)
-        for regularizer in opts.regularizers:
-            model = self.model(background, regularizer)
-            drawers[regularizer] = model.draw(
-                exemplars, opts.per_category, seed=seed_from(cfg.seed, "draw", regularizer),
-                guidance=opts.guidance)
-        scores = self._scores(drawers, exemplars, chosen, evaluation, originality,
-                              recognizability)
-        return self._write(corpus, evaluation, chosen, exemplars, drawers, scores)
+        return (train_originality_critic(background, OriginalityConfig(**opts.originality),
+                                         **train),
+                train_recognizability_critic(
+                    background, RecognizabilityConfig(**opts.recognizability), **train))
 
-    def model(self, background: DrawingCorpus, regularizer: str):
-        """The regularizer's autoencoder and its latent diffusion model (cached)."""
-        from stimuli.drawings.autoencoder import AutoencoderConfig, train_autoencoder
-        from stimuli.drawings.diffusion import DiffusionConfig, train_diffusion
-
-        cfg, opts = self.config, self.config.drawings
-        train = {"cache_dir": self.cache_dir, "device": cfg.device}
-        autoencoder = train_autoencoder(
-            background, AutoencoderConfig(regularizer=regularizer, **opts.autoencoder),
-            seed=seed_from(cfg.seed, "autoencoder", regularizer), **train)
-        return train_diffusion(autoencoder, background, DiffusionConfig(**opts.diffusion),
-                               seed=seed_from(cfg.seed, "diffusion", regularizer), **train)
-
-    def _sample(self, evaluation: DrawingCorpus):
+    def sample(self, evaluation: DrawingCorpus):
         """The categories shown (seeded), each with an exemplar and ``per_category`` other
         drawings of it (the human role), not the exemplar itself."""
         opts = self.config.drawings
@@ -225,7 +239,7 @@ class DrawingBuilder:
             human.append(evaluation.images[pick[1 : n + 1]])
         return chosen, np.stack(exemplars), np.stack(human)
 
-    def _scores(self, drawers, exemplars, chosen, evaluation, originality, recognizability):
+    def scores(self, drawers, exemplars, chosen, evaluation, originality, recognizability):
         """Per drawer: each drawing's originality (E, n), its mean, and the recognizability
         of its drawings among all of the evaluation split's categories."""
         opts = self.config.drawings
@@ -239,9 +253,8 @@ class DrawingBuilder:
             result = recognizability.recognizability(
                 flat, labels, all_exemplars, ways=min(opts.ways, len(all_exemplars)),
                 seed=seed_from(self.config.seed, "recognizability", drawer))
-            accuracy = result[0] if isinstance(result, tuple) else result
             out[drawer] = {"per_drawing": per, "originality": float(per.mean()),
-                           "recognizability": float(accuracy)}
+                           "recognizability": float(result.accuracy)}
         return out
 
     def _category_exemplars(self, evaluation: DrawingCorpus) -> np.ndarray:
