@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stimuli.cache import TensorCache, default_cache_dir, seed_from
 from stimuli.drawings.corpus import DrawingCorpus
@@ -61,6 +61,12 @@ class CorpusConfig(_Strict):
     path: Path | None = None  # omniglot: its folder; quickdraw: its .npz
     size: int = Field(48, ge=16, le=128)
     variants: int = Field(10, ge=2, le=200)  # hershey: drawers (rendered variants) per font
+
+    @model_validator(mode="after")
+    def _path(self) -> CorpusConfig:
+        if self.source != "hershey" and self.path is None:
+            raise ValueError(f"corpus.source = {self.source!r} needs corpus.path")
+        return self
 
 
 class DrawingsConfig(MethodConfig):

@@ -48,7 +48,7 @@ class DiffusionConfig(BaseModel):
 
     width: int = Field(128, ge=8, le=4096)
     blocks: int = Field(3, ge=1, le=32)
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(16, ge=1)
     steps_per_epoch: int = Field(250, ge=1)
     batch_size: int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0)
@@ -56,7 +56,7 @@ class DiffusionConfig(BaseModel):
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     cond_drop: float = Field(0.1, ge=0, lt=1)  # classifier-free guidance: P(no exemplar)
     sampling_steps: int = Field(25, ge=1, le=1000)  # DDIM
-    guidance: float = Field(2.0, ge=0)  # 0: unconditional, 1: conditional, > 1: guided
+    guidance: float = Field(4.0, ge=0)  # 0: unconditional, 1: conditional, > 1: guided
 
     def training_schedule(self) -> DDPMScheduler:
         return DDPMScheduler(num_train_timesteps=self.timesteps, beta_schedule=self.beta_schedule,
