@@ -12,6 +12,7 @@ it (stimuli.drawings.build), with one torch thread.
     python benchmarks/drawings.py                 # Hershey at 48 px, longer training
     python benchmarks/drawings.py --quick         # the demo's settings
     python benchmarks/drawings.py --omniglot DIR  # real human drawings as the reference
+    python benchmarks/drawings.py --quick --plane plane.png   # and the plot
 
 The last line printed is one JSON object with the figures.
 """
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--omniglot", type=Path, help="an Omniglot folder (human drawings)")
     parser.add_argument("--per-category", type=int, default=6)
     parser.add_argument("--ways", type=int, default=20)
+    parser.add_argument("--plane", type=Path, help="write the originality-recognizability "
+                        "plane (PNG) here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -74,6 +77,12 @@ def main() -> None:
                                     ways=args.ways, autoencoder=autoencoder,
                                     diffusion=diffusion))
         result = run(DrawingBuilder(config))
+    if args.plane:
+        from stimuli.drawings.plane import plane
+
+        plane({d: (result["originality"][d], result["recognizability"][d])
+               for d in result["recognizability"]}, args.plane, reference=HUMAN)
+        log.info("wrote %s", args.plane)
     print(json.dumps(result))
 
 
