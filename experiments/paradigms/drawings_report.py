@@ -11,55 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from experiments.paradigms.accuracy_by import N_BOOT, accuracy_by, accuracy_plot
 from experiments.paradigms.base import Section
 from experiments.paradigms.drawings import drawer_order
-from experiments.paradigms.two_afc_report import N_BOOT, participant_interval
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
 
 
 def accuracy_by_drawer(main: pd.DataFrame) -> pd.DataFrame:
-    """One row per drawer: the conditions that showed it, participants, categories,
-    trials, pooled accuracy, and the mean of participants' accuracies with its interval."""
-    import pandas as pd  # the report's library: the participant server never imports it
-
-    rng = np.random.default_rng(0)
-    drawer = main["drawer"].astype(str)
-    rows = []
-    for level in drawer_order(set(drawer)):
-        cell = main[drawer == level]
-        per_p = cell.groupby(cell["participant"].astype(str))["correct"].mean().to_numpy()
-        lo, hi = participant_interval(per_p.astype(float), rng)
-        rows.append((level, ", ".join(sorted(set(cell["condition"].astype(str)))), len(per_p),
-                     cell["unit_id"].nunique() if "unit_id" in cell else np.nan, len(cell),
-                     float(cell["correct"].mean()), float(per_p.mean()), lo, hi))
-    return pd.DataFrame(rows, columns=["drawer", "conditions", "participants", "categories",
-                                       "trials", "accuracy", "participant_mean", "lower",
-                                       "upper"])
-
-
-def _plot(table: pd.DataFrame, chance: float) -> Figure:
-    from matplotlib.figure import Figure  # drawn for the report only
-
-    fig = Figure(figsize=(5.6, 3.4))
-    ax = fig.subplots()
-    x = np.arange(len(table))
-    mean = table["participant_mean"].to_numpy()
-    err = np.vstack([mean - table["lower"].to_numpy(), table["upper"].to_numpy() - mean])
-    ax.errorbar(x, mean, yerr=np.nan_to_num(err), fmt="o", color="#1f6fb2", capsize=4,
-                label="mean of participants, 95 % CI")
-    ax.axhline(chance, color="#888", ls="--", lw=1, label="chance")
-    ax.set_xticks(x, table["drawer"].tolist(), rotation=20 if len(x) > 4 else 0)
-    ax.set_xlabel("drawer")
-    ax.set_ylabel("proportion correct")
-    ax.set_ylim(min(0.0, float(np.nanmin(table["lower"].fillna(1))) - 0.05), 1.02)
-    ax.legend(frameon=False, fontsize=8, loc="lower left")
-    ax.grid(axis="y", alpha=0.3)
-    return fig
+    """One row per drawer (see :func:`accuracy_by`), with the categories it drew."""
+    return accuracy_by(main, "drawer", drawer_order(set(main["drawer"].astype(str))),
+                       units="categories")
 
 
 def drawer_section(trials: pd.DataFrame, title: str, correct: str) -> Section | None:
@@ -83,5 +46,5 @@ def drawer_section(trials: pd.DataFrame, title: str, correct: str) -> Section | 
             "and categories (unit_id) as crossed random intercepts.",
         ),
         tables=((title, table),),
-        figures=((title, _plot(table, chance)),),
+        figures=((title, accuracy_plot(table, "drawer", "drawer", chance)),),
     )
