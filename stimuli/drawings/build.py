@@ -61,6 +61,7 @@ class CorpusConfig(_Strict):
     path: Path | None = None  # omniglot: its folder; quickdraw: its .npz
     size: int = Field(48, ge=16, le=128)
     variants: int = Field(10, ge=2, le=200)  # hershey: drawers (rendered variants) per font
+    alphabets: list[str] | None = None  # hershey: these alphabets only (default: all)
 
     @model_validator(mode="after")
     def _path(self) -> CorpusConfig:
@@ -144,8 +145,9 @@ def load_corpus(config: CorpusConfig, *, seed: int, cache_dir: Path) -> DrawingC
     if config.source == "hershey":
         from stimuli.drawings.hershey import hershey_corpus
 
+        alphabets = tuple(config.alphabets) if config.alphabets is not None else None
         return hershey_corpus(size=config.size, variants=config.variants, seed=seed,
-                              cache=TensorCache(cache_dir))
+                              cache=TensorCache(cache_dir), alphabets=alphabets)
     from stimuli.drawings import datasets
 
     if config.path is None:

@@ -70,12 +70,14 @@ def test_the_drawings_study_on_a_hand_built_set_exports_and_reports_drawers(tmp_
 
 
 def small_build(folder: Path) -> Path:
-    """The demo's own build file, made quick: 16 px drawings, four drawers per font, a
-    dozen categories, one short epoch of every model and a few critic steps, in a cache of
-    its own (the real one trains for minutes)."""
+    """The demo's own build file, made quick: 16 px drawings of five alphabets, four drawers
+    per font, a dozen categories, one short epoch of every model and a few critic steps, in
+    a cache of its own (the real one trains for minutes)."""
     text = (DEMOS / "builds" / "drawings.toml").read_text()
     for old, new in (('device = "cpu"', 'device = "cpu"\ncache_dir = "cache"'),
-                     ("size = 48", "size = 16"), ("variants = 10", "variants = 4"),
+                     ("size = 48", "size = 16\nalphabets = [\"greek\", \"cyrillic\", "
+                                    "\"markers\", \"astrology\", \"katakana\"]"),
+                     ("variants = 10", "variants = 4"),
                      ("categories = 24", "categories = 12"), ("per_category = 6",
                                                               "per_category = 3"),
                      ("ways = 20", "ways = 5"), ("epochs = 5", "epochs = 1"),
