@@ -198,9 +198,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads, ours and the oracles' alike (1: steadiest on a "
                              "small shared machine)")
+    parser.add_argument("--size", type=int, help="image side (default 64 with --quick, 224)")
+    parser.add_argument("--steps", type=int, help="steps (default 10 with --quick, 50)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    args.size, args.steps = (64, 10) if args.quick else (224, 50)
+    size, steps = (64, 10) if args.quick else (224, 50)
+    args.size, args.steps = args.size or size, args.steps or steps
     args.demo_steps, args.demo_units = (100, 4) if args.quick else (256, 12)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
