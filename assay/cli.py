@@ -459,7 +459,7 @@ def demo(
     if list_only:
         for name, path in demos.items():
             spec = load_study(path)
-            click.echo(f"{name:12s} {spec.paradigm.id:15s} {spec.title}")
+            click.echo(f"{name:17s} {spec.paradigm.id:21s} {spec.title}")
         return
     if study_name not in demos:
         _fail(f"no demo study {study_name!r} (demo studies: {', '.join(demos)})")
@@ -524,7 +524,7 @@ def demo(
 def paradigms_cmd() -> None:
     """The paradigm registry: id, revision, what it is (one line each)."""
     for pid, paradigm in PARADIGMS.items():
-        click.echo(f"{pid:15s} r{paradigm.revision}  {paradigm.description}")
+        click.echo(f"{pid:21s} r{paradigm.revision}  {paradigm.description}")
 
 
 @main.command("methods")
