@@ -13,7 +13,10 @@
  * - `parameters(P)` / `data(P)`: the jsPsych parameters study.js gives every plugin, and
  *   the data every plugin reports, to spread into a plugin's `info`;
  * - `feedback(root, footer, right, text, label, onContinue)`: the feedback line and its
- *   Continue button, in place of the response buttons.
+ *   Continue button, in place of the response buttons;
+ * - `imageTile(url, className, position, alt, caption, captionClass)` and
+ *   `chooseOne(jsPsych, trial, parts, prefix, explain)`: a trial answered by clicking one
+ *   of a row of image buttons, {choice: position}, with feedback naming the right one.
  */
 (function () {
   "use strict";
@@ -154,5 +157,62 @@
     next.focus();
   }
 
-  window.AssayTrialKit = { el, image, eventLog, onset, response, parameters, data, feedback };
+  /* A button showing one image, disabled until the response lock lifts. */
+  function imageTile(url, className, position, alt, caption, captionClass) {
+    const tile = el("button", className);
+    tile.type = "button";
+    tile.disabled = true;
+    tile.dataset.position = String(position);
+    tile.appendChild(image(url, alt));
+    tile.appendChild(el("span", captionClass, caption));
+    return tile;
+  }
+
+  /* Runs a trial whose answer is one click on one of `parts.tiles` (image buttons in
+   * `parts.stage`, already on the page): {choice: position}. With `trial.correct` given, the
+   * click is scored and feedback follows in `parts.footer`, the right tile marked
+   * `<prefix>-target` and named by `explain(correct)`; the clicked one is `<prefix>-chosen`. */
+  function chooseOne(jsPsych, trial, parts, prefix, explain) {
+    const { root, stage, footer, tiles } = parts;
+    const log = eventLog();
+    let shown = null;
+    let data = null;
+
+    const finish = () => {
+      log.stop();
+      jsPsych.finishTrial(data);
+    };
+
+    tiles.forEach((tile) =>
+      tile.addEventListener("click", () => {
+        if (data !== null || shown === null) return;
+        const chosen = Number(tile.dataset.position);
+        data = response(trial, shown, { choice: chosen }, log);
+        tiles.forEach((t) => (t.disabled = true));
+        tile.classList.add(prefix + "-chosen");
+        if (typeof trial.correct === "number") {
+          data.answered_correctly = chosen === trial.correct;
+        }
+        if (typeof trial.on_response === "function") trial.on_response(data);
+        if (data.answered_correctly === undefined) {
+          finish();
+          return;
+        }
+        tiles[trial.correct].classList.add(prefix + "-target");
+        feedback(root, footer, data.answered_correctly, explain(trial.correct),
+                 trial.continue_label, finish);
+      })
+    );
+
+    onset(jsPsych, root, stage, trial.response_lock_ms, () => {
+      tiles.forEach((t) => (t.disabled = false));
+    }).then((at) => {
+      shown = at;
+      log.start(at.t0);
+    });
+  }
+
+  window.AssayTrialKit = {
+    el, image, eventLog, onset, response, parameters, data, feedback, imageTile, chooseOne,
+  };
 })();

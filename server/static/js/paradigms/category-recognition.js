@@ -12,7 +12,7 @@ var jsPsychCategoryRecognition = (function (jspsych) {
   "use strict";
 
   const P = jspsych.ParameterType;
-  const { el, image, eventLog, onset, response, feedback } = window.AssayTrialKit;
+  const { el, image, imageTile, chooseOne } = window.AssayTrialKit;
 
   const info = {
     name: "assay-category-recognition",
@@ -56,16 +56,9 @@ var jsPsychCategoryRecognition = (function (jspsych) {
       target.appendChild(image(trial.drawing, "the drawing"));
       stage.appendChild(target);
       const row = el("div", "crec-choices");
-      const tiles = trial.choices.map((url, i) => {
-        const tile = el("button", "crec-choice");
-        tile.type = "button";
-        tile.disabled = true;
-        tile.dataset.position = String(i);
-        tile.appendChild(image(url, "character " + (i + 1)));
-        tile.appendChild(el("span", "crec-number", String(i + 1)));
-        row.appendChild(tile);
-        return tile;
-      });
+      const tiles = trial.choices.map((url, i) =>
+        imageTile(url, "crec-choice", i, "character " + (i + 1), String(i + 1), "crec-number"));
+      tiles.forEach((tile) => row.appendChild(tile));
       stage.appendChild(row);
       root.appendChild(stage);
 
@@ -73,44 +66,8 @@ var jsPsychCategoryRecognition = (function (jspsych) {
       root.appendChild(footer);
       display_element.replaceChildren(root);
 
-      const log = eventLog();
-      let shown = null;
-      let data = null;
-
-      const finish = () => {
-        log.stop();
-        this.jsPsych.finishTrial(data);
-      };
-
-      tiles.forEach((tile) =>
-        tile.addEventListener("click", () => {
-          if (data !== null || shown === null) return;
-          const chosen = Number(tile.dataset.position);
-          data = response(trial, shown, { choice: chosen }, log);
-          tiles.forEach((t) => (t.disabled = true));
-          tile.classList.add("crec-chosen");
-          if (typeof trial.correct === "number") {
-            data.answered_correctly = chosen === trial.correct;
-          }
-          if (typeof trial.on_response === "function") trial.on_response(data);
-          if (data.answered_correctly === undefined) {
-            finish();
-            return;
-          }
-          tiles[trial.correct].classList.add("crec-target");
-          feedback(root, footer, data.answered_correctly,
-                   "The drawing shows character " + (trial.correct + 1) +
-                     " (outlined in green).",
-                   trial.continue_label, finish);
-        })
-      );
-
-      onset(this.jsPsych, root, stage, trial.response_lock_ms, () => {
-        tiles.forEach((t) => (t.disabled = false));
-      }).then((at) => {
-        shown = at;
-        log.start(at.t0);
-      });
+      chooseOne(this.jsPsych, trial, { root, stage, footer, tiles }, "crec",
+                (correct) => "The drawing shows character " + (correct + 1) + " (outlined in green).");
     }
   }
 

@@ -12,7 +12,7 @@ var jsPsychHumanVsMachine = (function (jspsych) {
   "use strict";
 
   const P = jspsych.ParameterType;
-  const { el, image, eventLog, onset, response, feedback } = window.AssayTrialKit;
+  const { el, image, imageTile, chooseOne } = window.AssayTrialKit;
 
   const info = {
     name: "assay-human-vs-machine",
@@ -54,16 +54,9 @@ var jsPsychHumanVsMachine = (function (jspsych) {
       exemplar.appendChild(el("figcaption", "hvm-caption", "character"));
       stage.appendChild(exemplar);
       const row = el("div", "hvm-drawings");
-      const tiles = trial.drawings.map((url, i) => {
-        const tile = el("button", "hvm-drawing");
-        tile.type = "button";
-        tile.disabled = true;
-        tile.dataset.position = String(i);
-        tile.appendChild(image(url, "drawing " + (i + 1)));
-        tile.appendChild(el("span", "hvm-label", "drawing " + (i + 1)));
-        row.appendChild(tile);
-        return tile;
-      });
+      const tiles = trial.drawings.map((url, i) =>
+        imageTile(url, "hvm-drawing", i, "drawing " + (i + 1), "drawing " + (i + 1), "hvm-label"));
+      tiles.forEach((tile) => row.appendChild(tile));
       stage.appendChild(row);
       root.appendChild(stage);
 
@@ -71,43 +64,8 @@ var jsPsychHumanVsMachine = (function (jspsych) {
       root.appendChild(footer);
       display_element.replaceChildren(root);
 
-      const log = eventLog();
-      let shown = null;
-      let data = null;
-
-      const finish = () => {
-        log.stop();
-        this.jsPsych.finishTrial(data);
-      };
-
-      tiles.forEach((tile) =>
-        tile.addEventListener("click", () => {
-          if (data !== null || shown === null) return;
-          const chosen = Number(tile.dataset.position);
-          data = response(trial, shown, { choice: chosen }, log);
-          tiles.forEach((t) => (t.disabled = true));
-          tile.classList.add("hvm-chosen");
-          if (typeof trial.correct === "number") {
-            data.answered_correctly = chosen === trial.correct;
-          }
-          if (typeof trial.on_response === "function") trial.on_response(data);
-          if (data.answered_correctly === undefined) {
-            finish();
-            return;
-          }
-          tiles[trial.correct].classList.add("hvm-target");
-          feedback(root, footer, data.answered_correctly,
-                   "A person drew drawing " + (trial.correct + 1) + " (outlined in green).",
-                   trial.continue_label, finish);
-        })
-      );
-
-      onset(this.jsPsych, root, stage, trial.response_lock_ms, () => {
-        tiles.forEach((t) => (t.disabled = false));
-      }).then((at) => {
-        shown = at;
-        log.start(at.t0);
-      });
+      chooseOne(this.jsPsych, trial, { root, stage, footer, tiles }, "hvm",
+                (correct) => "A person drew drawing " + (correct + 1) + " (outlined in green).");
     }
   }
 
