@@ -52,6 +52,7 @@ from stimuli.stimulus_set import (
     Pair,
     StimulusManifest,
     encode_png,
+    rounded,
     write_stimulus_set,
 )
 
@@ -89,9 +90,6 @@ def _package_version() -> str:
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
-
-def _round(x: float) -> float:
-    return float(f"{float(x):.6g}")
 
 
 class StimulusBuilder:
@@ -463,11 +461,11 @@ class StimulusBuilder:
                 ref = self._unit_ref(family, index)
                 covariates: dict = {
                     "unit_index": index,
-                    "top_score": _round(stats.top_values[index, 0]),
-                    "bottom_score": _round(stats.bottom_values[index, 0]),
+                    "top_score": rounded(stats.top_values[index, 0]),
+                    "bottom_score": rounded(stats.bottom_values[index, 0]),
                 }
                 if family in importance:
-                    covariates["importance"] = _round(importance[family][pos])
+                    covariates["importance"] = rounded(importance[family][pos])
                 classes = loaded.classes or []
                 if SOURCES[family[1]].fixed_layer == "" and index < len(classes):
                     covariates["class"] = classes[index]

@@ -17,7 +17,7 @@ from torch import nn
 
 from stimuli.images import ImageSource, ImageTransform
 from stimuli.sources.base import UnitSource
-from stimuli.stimulus_set import ImageRef, image_digest
+from stimuli.stimulus_set import ImageRef, image_digest, rounded
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class ExplainContext:
             self._rendered[index] = digest
             self.names[digest] = self.image_name(index)
             self.indices[digest] = index
-        value = None if activation is None else float(f"{float(activation):.6g}")
+        value = None if activation is None else rounded(activation)
         return ImageRef(image=self._rendered[index], activation=value)
 
     def pixels(self, indices: Sequence[int]) -> torch.Tensor:

@@ -213,6 +213,12 @@ class StimulusSet:
     images: dict[str, bytes]
 
 
+def rounded(x: float) -> float:
+    """A number as a manifest stores it: six significant digits, so that last-bit noise of a
+    computation does not change a set's digest."""
+    return float(f"{float(x):.6g}")
+
+
 def image_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

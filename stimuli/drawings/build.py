@@ -42,6 +42,7 @@ from stimuli.stimulus_set import (
     StimulusManifest,
     encode_png,
     image_digest,
+    rounded,
     write_stimulus_set,
 )
 
@@ -290,7 +291,7 @@ class DrawingBuilder:
         for i, c in enumerate(chosen):
             category = evaluation.categories[c]
             roles = {
-                drawer: [ref(d, {"originality": _round(scores[drawer]["per_drawing"][i, j])})
+                drawer: [ref(d, {"originality": rounded(scores[drawer]["per_drawing"][i, j])})
                          for j, d in enumerate(drawings[i])]
                 for drawer, drawings in drawers.items()
             }
@@ -308,8 +309,8 @@ class DrawingBuilder:
             "seed": cfg.seed,
             "params": cfg.model_dump(mode="json", exclude={"output", "cache_dir"}),
             "methods": {"drawings": Drawings.revision},
-            "critics": {d: {"originality": _round(s["originality"]),
-                            "recognizability": _round(s["recognizability"])}
+            "critics": {d: {"originality": rounded(s["originality"]),
+                            "recognizability": rounded(s["recognizability"])}
                         for d, s in scores.items()},
         }
         if cfg.corpus.path is not None:
@@ -326,7 +327,3 @@ def png(drawing: np.ndarray, size: int) -> bytes:
     """A drawing (S, S) uint8, ink 255 on 0, as participants see it: dark ink on white."""
     image = Image.fromarray(255 - drawing.astype(np.uint8))  # 2-D uint8: mode L
     return encode_png(image.resize((size, size), Image.Resampling.LANCZOS))
-
-
-def _round(x: float) -> float:
-    return float(f"{float(x):.6g}")

@@ -24,8 +24,8 @@ from stimuli.feature_vis import Accentuation as AccentuationImages
 from stimuli.feature_vis import LayerOutput, Result
 from stimuli.images import ImageFolder, iter_batches
 from stimuli.methods.base import UnitRef
-from stimuli.methods.synthetic import Synthetic, SyntheticConfig, _round, generator
-from stimuli.stimulus_set import ImageRef
+from stimuli.methods.synthetic import Synthetic, SyntheticConfig, generator
+from stimuli.stimulus_set import ImageRef, rounded
 
 
 class AccentuationConfig(SyntheticConfig):
@@ -105,8 +105,8 @@ class Accentuation(Synthetic):
     def image_ref(self, ctx, result, b, top, plausibility, unit, i, role) -> ImageRef:
         ref = super().image_ref(ctx, result, b, top, plausibility, unit, i, role)
         distance = (result.images[b] - self._seeds[b].cpu()).pow(2).mean().sqrt()
-        meta = {**ref.meta, "seed_distance": _round(float(distance)),
-                "seed_activation": _round(float(self._seed_activation[b]))}
+        meta = {**ref.meta, "seed_distance": rounded(float(distance)),
+                "seed_activation": rounded(float(self._seed_activation[b]))}
         if self._seed_digests[b] is not None:
             meta["seed"] = self._seed_digests[b]
         return ref.model_copy(update={"meta": meta})

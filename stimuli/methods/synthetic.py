@@ -22,8 +22,7 @@ from torch import nn
 from stimuli.explain_context import ExplainContext
 from stimuli.feature_vis import LayerOutput, Result, UnitObjective, Views, frozen, optimize
 from stimuli.methods.base import Explanation, Method, MethodConfig, RoleKind, UnitRef
-from stimuli.sources.base import UnitSource
-from stimuli.stimulus_set import ImageRef, Pair
+from stimuli.stimulus_set import ImageRef, Pair, rounded
 
 
 class SyntheticConfig(MethodConfig):
@@ -93,9 +92,6 @@ class Synthetic(Method):
     def n_extremes(self) -> int:
         return self.config.n_images  # the natural extremes plausibility compares with
 
-    def unsupported(self, source: type[UnitSource]) -> str | None:
-        return None
-
     def side(self, ctx: ExplainContext) -> int:
         return self.config.size or ctx.transform.size
 
@@ -157,11 +153,11 @@ class Synthetic(Method):
                   plausibility: torch.Tensor | None, unit: UnitRef, i: int,
                   role: str) -> ImageRef:
         activation = float(result.activations[b])
-        meta: dict = {"relative_activation": _round(activation / top) if abs(top) > 1e-12
+        meta: dict = {"relative_activation": rounded(activation / top) if abs(top) > 1e-12
                       else None}
         if plausibility is not None:
-            meta["plausibility"] = _round(float(plausibility[b]))
-        return ImageRef(image=ctx.add_pixels(result.images[b]), activation=_round(activation),
+            meta["plausibility"] = rounded(float(plausibility[b]))
+        return ImageRef(image=ctx.add_pixels(result.images[b]), activation=rounded(activation),
                         meta=meta)
 
     def _plausibility(self, ctx: ExplainContext, units: list[UnitRef], images: torch.Tensor,
@@ -186,9 +182,6 @@ class Synthetic(Method):
                 out[rows] = sims.mean(1).cpu()
         return out
 
-
-def _round(x: float) -> float:
-    return float(f"{float(x):.6g}")
 
 
 def generator(rngs: list[np.random.Generator]) -> torch.Generator:
