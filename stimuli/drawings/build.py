@@ -240,10 +240,7 @@ class DrawingBuilder:
         chosen = np.sort(rng.choice(usable, size=k, replace=False))
         exemplars, human = [], []
         for c in chosen:
-            rows = np.flatnonzero(evaluation.labels == c)
-            pick = np.random.default_rng(
-                seed_from(self.config.seed, "exemplar", evaluation.categories[c].id)
-            ).permutation(rows)
+            pick = self._order(evaluation, c)
             exemplars.append(evaluation.images[pick[0]])
             human.append(evaluation.images[pick[1 : n + 1]])
         return chosen, np.stack(exemplars), np.stack(human)
@@ -266,16 +263,19 @@ class DrawingBuilder:
                            "recognizability": float(result.accuracy)}
         return out
 
+    def _order(self, evaluation: DrawingCorpus, category: int) -> np.ndarray:
+        """The category's drawings (row indices) in a seeded order: the first is its
+        exemplar, the next ones its human drawings."""
+        rows = np.flatnonzero(evaluation.labels == category)
+        rng = np.random.default_rng(
+            seed_from(self.config.seed, "exemplar", evaluation.categories[category].id))
+        return rng.permutation(rows)
+
     def _category_exemplars(self, evaluation: DrawingCorpus) -> np.ndarray:
         """One exemplar per evaluation category (C, S, S), the same as the set's for the
         categories it shows."""
-        out = []
-        for c, category in enumerate(evaluation.categories):
-            rows = np.flatnonzero(evaluation.labels == c)
-            pick = np.random.default_rng(
-                seed_from(self.config.seed, "exemplar", category.id)).permutation(rows)
-            out.append(evaluation.images[pick[0]])
-        return np.stack(out)
+        return np.stack([evaluation.images[self._order(evaluation, c)[0]]
+                         for c in range(len(evaluation.categories))])
 
     def _write(self, corpus, evaluation, chosen, exemplars, drawers, scores) -> str:
         cfg, opts = self.config, self.config.drawings
