@@ -83,8 +83,9 @@ def default_models(trials: pd.DataFrame) -> list[ModelSpec]:
 
 def factor_models(main: pd.DataFrame, random: str) -> list[ModelSpec]:
     """Accuracy by a paradigm's ``factor`` (an export column, e.g. the drawer of a drawing),
-    on that paradigm's trials, where it has more than one level: the comparison a paradigm
-    asks for without importing the analysis."""
+    crossed with its ``factor_by`` (e.g. the session) where that varies, on that paradigm's
+    trials, where it has more than one level: the comparison a paradigm asks for without
+    importing the analysis."""
     names = _levels(main["paradigm"])
     models = []
     for name in names:
@@ -94,10 +95,12 @@ def factor_models(main: pd.DataFrame, random: str) -> list[ModelSpec]:
         if factor is None or factor not in rows or rows[factor].nunique() < 2:
             continue
         reference = {factor: paradigm.factor_reference} if paradigm.factor_reference else {}
+        by = paradigm.factor_by
+        fixed = f"{factor} * {by}" if by in rows and rows[by].nunique() > 1 else factor
         models.append(ModelSpec(
-            f"Accuracy by {factor} (binomial GLMM, logit link"
+            f"Accuracy by {fixed.replace(' * ', ' x ')} (binomial GLMM, logit link"
             + (f"; {name} trials)" if len(names) > 1 else ")"),
-            f"correct ~ {factor} + {random}", subset={"paradigm": (name,)},
+            f"correct ~ {fixed} + {random}", subset={"paradigm": (name,)},
             reference=reference))
     return models
 

@@ -38,18 +38,19 @@ class SimResult:
 
 
 class ImageCache:
-    """Mean RGB per image URL; shared by the participants of one run."""
+    """Pixels (H, W, 3) in [0, 1] per image URL; shared by the participants of one run."""
 
     def __init__(self) -> None:
-        self._means: dict[str, np.ndarray] = {}
+        self._pixels: dict[str, np.ndarray] = {}
 
-    def mean(self, http: requests.Session, base: str, url: str) -> np.ndarray:
-        if url not in self._means:
+    def pixels(self, http: requests.Session, base: str, url: str) -> np.ndarray:
+        if url not in self._pixels:
             response = http.get(base + url, timeout=30)
             response.raise_for_status()
             with Image.open(io.BytesIO(response.content)) as img:
-                self._means[url] = np.asarray(img.convert("RGB"), dtype=float).mean(axis=(0, 1))
-        return self._means[url]
+                rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+            self._pixels[url] = rgb
+        return self._pixels[url]
 
 
 def _check(response: requests.Response) -> dict:
@@ -99,14 +100,13 @@ def run_participant(
     sent = 0
     paradigm = PARADIGMS[state["paradigm"]["id"]]
     options = paradigm.Options.model_validate(state["paradigm"])
-
-    def mean(url: str) -> np.ndarray:
-        return images.mean(http, base, url)
+    respond = paradigm.participant(options, rng, skill,
+                                   lambda url: images.pixels(http, base, url))
 
     for trial in _path(state["trials"], state["practice"]["max_attempts"]):
         if trial["stored"]:
             continue
-        answer = paradigm.simulate(trial["view"], options, rng, skill, mean)
+        answer = respond(trial["view"])
         rt = float(rng.lognormal(np.log(1800), 0.4))
         shown = datetime.now(UTC)
         body = {

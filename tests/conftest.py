@@ -18,6 +18,8 @@ from server.catalog import launch_study
 from server.extensions import get_db
 from server.migrate import libpq_dsn, scratch_database, upgrade
 from stimuli.procedural import build_procedural_set
+from tests.experiments.decision_set import build_decision_set
+from tests.experiments.drawing_set import build_drawing_set
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
@@ -65,6 +67,28 @@ def stimulus_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("stimuli") / "procedural"
     build_procedural_set(directory, seed=0)
     return directory
+
+
+@pytest.fixture(scope="session")
+def drawing_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("drawings") / "drawings"
+    build_drawing_set(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def decision_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("decisions") / "decisions"
+    build_decision_set(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def stimuli_for(stimulus_dir, drawing_dir, decision_dir) -> Callable[..., Path]:
+    """The test stimulus set a paradigm reads, by the entries it shows: units (the
+    procedural set), drawing categories, or a model's decisions."""
+    sets = {"unit": stimulus_dir, "category": drawing_dir, "decision": decision_dir}
+    return lambda paradigm: sets[paradigm.entry_type]
 
 
 def app_config(database_url: str, tmp_path: Path) -> dict:

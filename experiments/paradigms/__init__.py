@@ -8,10 +8,12 @@ from experiments.paradigms.category_recognition import CategoryRecognition
 from experiments.paradigms.human_vs_machine import HumanVsMachine
 from experiments.paradigms.intruder import Intruder
 from experiments.paradigms.two_afc import TwoAFC
+from experiments.paradigms.utility import Utility
 
 PARADIGMS: dict[str, Paradigm] = {
     "2afc_exemplar": TwoAFC(),
     "intruder": Intruder(),
     "category_recognition": CategoryRecognition(),
     "human_vs_machine": HumanVsMachine(),
+    "utility": Utility(),
 }

@@ -30,8 +30,12 @@ if TYPE_CHECKING:  # the report's types: the participant server never imports th
 
     from experiments.study import Condition, StudySpec
 
-TrialKind = Literal["practice", "main", "catch"]
-ImageFeatures = Callable[[str], np.ndarray]  # image URL -> a feature vector (mean RGB)
+# "learning": shown to learn from (a model's decisions with their explanation), answered
+# by moving on; stored like main trials but not scored as part of the task
+TrialKind = Literal["practice", "main", "catch", "learning"]
+ImageFeatures = Callable[[str], np.ndarray]  # image URL -> a feature vector (mean RGB, 0-255)
+ImagePixels = Callable[[str], np.ndarray]  # image URL -> its pixels (H, W, 3) in [0, 1]
+Responder = Callable[[dict[str, Any]], dict[str, Any]]  # a trial's view -> an answer
 
 
 class PlanError(ValueError):
@@ -124,10 +128,15 @@ class Paradigm:
     # whether it plans catch trials at all (a task without an obvious answer to test
     # attention on has none, whatever trials.catch_rate says)
     catch_trials: ClassVar[bool] = True
+    # whether it has practice trials (a task whose first phase teaches it has none)
+    practice: ClassVar[bool] = True
     # an export column whose levels the report compares by a GLMM beside the conditions'
     # (e.g. the drawer of a drawing), and the level it contrasts the others against
     factor: ClassVar[str | None] = None
     factor_reference: ClassVar[str | None] = None
+    # a numeric export column the factor's GLMM crosses it with (e.g. the session number,
+    # for learning curves): correct ~ factor * factor_by
+    factor_by: ClassVar[str | None] = None
 
     @property
     def script(self) -> str:
@@ -187,6 +196,17 @@ class Paradigm:
         """A simulated participant's answer: a noisy observer of the images' ``features``,
         so that its accuracy depends on the stimuli as a person's would."""
         raise NotImplementedError
+
+    def participant(self, options: ParadigmOptions, rng: np.random.Generator, skill: float,
+                    pixels: ImagePixels) -> Responder:
+        """One simulated participant, answering trial after trial in the order shown. By
+        default each answer is :meth:`simulate`'s, on the images' mean colours; a paradigm
+        whose participants learn across trials returns a responder that keeps state."""
+
+        def features(url: str) -> np.ndarray:
+            return pixels(url).mean(axis=(0, 1)) * 255.0
+
+        return lambda view: self.simulate(view, options, rng, skill, features)
 
     def report_sections(self, trials: pd.DataFrame) -> list[Section]:
         """Extra report sections from the flagged trial table (none by default)."""

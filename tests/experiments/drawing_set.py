@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image, ImageDraw
 
 from stimuli.stimulus_set import (
@@ -76,15 +75,3 @@ def build_drawing_set(directory: Path, *, seed: int = 0, n_categories: int = 8,
     manifest = parse_manifest({"schema_version": SCHEMA_VERSION, "name": "test-drawings",
                                "provenance": {"seed": seed}, "entries": entries})
     return write_stimulus_set(directory, manifest, images)
-
-
-@pytest.fixture(scope="session")
-def drawing_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("drawings") / "drawings"
-    build_drawing_set(directory)
-    return directory
-
-
-def stimuli_for(paradigm, stimulus_dir: Path, drawing_dir: Path) -> Path:
-    """The test stimulus set a paradigm reads: drawings for drawing paradigms."""
-    return drawing_dir if paradigm.entry_type == "category" else stimulus_dir

@@ -13,7 +13,7 @@ from experiments.paradigms import PARADIGMS
 from experiments.paradigms.base import PlanError
 from experiments.study import StudySpec
 from stimuli.stimulus_set import load_stimulus_set
-from tests.experiments.drawing_set import DRAWERS, build_drawing_set, drawing_dir  # noqa: F401
+from tests.experiments.drawing_set import DRAWERS, build_drawing_set
 from tests.experiments.test_paradigm_contract import small_spec
 
 RECOGNITION = PARADIGMS["category_recognition"]
@@ -35,7 +35,7 @@ def main_trials(paradigm, spec, manifest, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def manifest(drawing_dir):  # noqa: F811
+def manifest(drawing_dir):
     return load_stimulus_set(drawing_dir).manifest
 
 

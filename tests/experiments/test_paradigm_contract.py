@@ -24,7 +24,6 @@ from experiments.paradigms import PARADIGMS
 from experiments.paradigms.base import Paradigm, Section, Trial
 from experiments.study import StudySpec
 from stimuli.stimulus_set import load_stimulus_set
-from tests.experiments.drawing_set import drawing_dir, stimuli_for  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMOS = ROOT / "experiments" / "demos"
@@ -44,18 +43,20 @@ def small_spec(paradigm_id: str, slug: str = "contract", **trials) -> StudySpec:
     data = tomllib.loads(demo_of(paradigm_id).read_text())
     data["slug"] = slug
     data["trials"] = {**data["trials"], "main": 6, "catch_rate": 0.34, **trials}
-    data["practice"] = {"trials": 2, "max_attempts": 2}
-    data["paradigm"] = {**data["paradigm"], "response_lock_ms": 0}
+    data["practice"] = {"trials": 2 if PARADIGMS[paradigm_id].practice else 0,
+                        "max_attempts": 2}
+    locks = {k: 0 for k in data["paradigm"] if k.endswith("_ms")}  # no waiting in tests
+    data["paradigm"] = {**data["paradigm"], "response_lock_ms": 0, **locks}
     return StudySpec.model_validate(data)
 
 
 @cache
-def _means(directory: str) -> dict[str, np.ndarray]:
+def _pixels(directory: str) -> dict[str, np.ndarray]:
     stimulus_set = load_stimulus_set(Path(directory))
     out = {}
     for digest, data in stimulus_set.images.items():
         with Image.open(io.BytesIO(data)) as img:
-            out[digest] = np.asarray(img.convert("RGB"), dtype=float).mean(axis=(0, 1))
+            out[digest] = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return out
 
 
@@ -68,10 +69,9 @@ def plans(paradigm: Paradigm, spec: StudySpec, manifest, seed: int = 0) -> list[
 
 
 @PARAMS
-def test_plans_are_feasible_deterministic_and_structured(paradigm, stimulus_dir,
-                                                        drawing_dir):  # noqa: F811
+def test_plans_are_feasible_deterministic_and_structured(paradigm, stimuli_for):
     spec = small_spec(paradigm.id)
-    manifest = load_stimulus_set(stimuli_for(paradigm, stimulus_dir, drawing_dir)).manifest
+    manifest = load_stimulus_set(stimuli_for(paradigm)).manifest
     paradigm.check_feasible(spec, manifest)
     cells = paradigm.cells(spec, manifest)
     assert {c.condition for c in cells} == {c.name for c in spec.conditions}
@@ -93,26 +93,28 @@ def test_plans_are_feasible_deterministic_and_structured(paradigm, stimulus_dir,
 
 def simulated(paradigm: Paradigm, stimulus_dir: Path, *, seeds=(0,), skills=(1.0,)):
     """(cell, options, trial, view, {skill: validated answer}) for every planned trial of
-    the paradigm's small study, answered by simulated observers of the given skills."""
+    the paradigm's small study, answered in order by one simulated participant per skill
+    and plan (``Paradigm.participant``)."""
     spec = small_spec(paradigm.id)
     manifest = load_stimulus_set(stimulus_dir).manifest
-    means = _means(str(stimulus_dir)).__getitem__
+    pixels = _pixels(str(stimulus_dir)).__getitem__
     rng = np.random.default_rng(0)
     for seed in seeds:
         for cell, plan in zip(paradigm.cells(spec, manifest),
                               plans(paradigm, spec, manifest, seed), strict=True):
             options = spec.options_for(cell.condition)
+            respond = {skill: paradigm.participant(options, rng, skill, pixels)
+                       for skill in skills}
             for trial in plan:
                 view = paradigm.view(trial.to_dict(), lambda d: d)
-                answers = {skill: paradigm.Answer.model_validate(
-                    paradigm.simulate(view, options, rng, skill, means)) for skill in skills}
+                answers = {skill: paradigm.Answer.model_validate(respond[skill](view))
+                           for skill in skills}
                 yield cell, options, trial, view, answers
 
 
 @PARAMS
-def test_views_hide_the_key_and_simulated_answers_score_and_export(paradigm, stimulus_dir,
-                                                                   drawing_dir):  # noqa: F811
-    directory = stimuli_for(paradigm, stimulus_dir, drawing_dir)
+def test_views_hide_the_key_and_simulated_answers_score_and_export(paradigm, stimuli_for):
+    directory = stimuli_for(paradigm)
     for _, options, trial, view, answers in simulated(paradigm, directory):
         assert 0 < paradigm.chance(options) < 1
         assert "key" not in view and "correct" not in view
@@ -124,13 +126,15 @@ def test_views_hide_the_key_and_simulated_answers_score_and_export(paradigm, sti
 
 
 @PARAMS
-def test_simulated_participants_see_the_stimuli(paradigm, stimulus_dir, drawing_dir):  # noqa: F811
+def test_simulated_participants_see_the_stimuli(paradigm, stimuli_for):
     """Skilled observers beat chance by far, blind ones do not: answers depend on images."""
     scores: dict[float, list[float]] = {0.0: [], 4.0: []}
     chance = []
-    directory = stimuli_for(paradigm, stimulus_dir, drawing_dir)
+    directory = stimuli_for(paradigm)
     for _, options, trial, _, answers in simulated(paradigm, directory, seeds=range(4),
                                                    skills=tuple(scores)):
+        if trial.kind not in ("main", "catch"):
+            continue
         chance.append(paradigm.chance(options))
         for skill, answer in answers.items():
             scores[skill].append(paradigm.score(trial.key, answer))
@@ -151,8 +155,8 @@ def test_the_browser_plugin_registers_the_paradigm(paradigm):
 
 
 @PARAMS
-def test_report_sections_are_sections(paradigm, stimulus_dir, drawing_dir):  # noqa: F811
-    directory = stimuli_for(paradigm, stimulus_dir, drawing_dir)
+def test_report_sections_are_sections(paradigm, stimuli_for):
+    directory = stimuli_for(paradigm)
     rows = [
         {"trial_kind": trial.kind, "excluded": False, "condition": cell.condition,
          "participant": cell.key, "correct": paradigm.score(trial.key, answers[1.0]) >= 1.0,

@@ -27,7 +27,6 @@ from server.devserver import serving
 from server.extensions import get_db
 from server.models import ParticipantSession, PlatformIdentity, TrialResponse
 from tests.conftest import app_config, fresh_database
-from tests.experiments.drawing_set import drawing_dir, stimuli_for  # noqa: F401 (a fixture)
 from tests.experiments.test_paradigm_contract import small_spec
 from tests.server.test_browser import CSP_PROBE, browser  # noqa: F401 (a fixture)
 
@@ -62,11 +61,11 @@ def stored_answers(app, pid: str) -> dict[int, dict]:
 
 @pytest.mark.parametrize("paradigm_id", list(PARADIGMS))
 def test_a_simulated_participant_completes_a_study_in_chromium(
-    browser, server, stimulus_dir, drawing_dir, paradigm_id  # noqa: F811
+    browser, server, stimuli_for, paradigm_id  # noqa: F811
 ):
     app, base = server
     paradigm = PARADIGMS[paradigm_id]
-    stimulus_dir = stimuli_for(paradigm, stimulus_dir, drawing_dir)  # drawings for drawing tasks
+    stimulus_dir = stimuli_for(paradigm)
     slug = f"{paradigm_id.replace('_', '-')}-{secrets.token_hex(3)}"
     spec = small_spec(paradigm_id, slug=slug, main=4, catch_rate=0.25).model_copy(
         update={"stimulus_set": stimulus_dir.name})
@@ -86,21 +85,21 @@ def test_a_simulated_participant_completes_a_study_in_chromium(
     page.goto(f"{base}/s/{slug}?" + urlencode({"PROLIFIC_PID": pid, "STUDY_ID": "S",
                                                 "SESSION_ID": "E"}))
 
-    means: dict[str, np.ndarray] = {}
+    seen: dict[str, np.ndarray] = {}
 
-    def features(url: str) -> np.ndarray:
-        if url not in means:
+    def pixels(url: str) -> np.ndarray:
+        if url not in seen:
             data = requests.get(base + url, timeout=10).content
             with Image.open(io.BytesIO(data)) as img:
-                means[url] = np.asarray(img.convert("RGB"), dtype=float).mean(axis=(0, 1))
-        return means[url]
+                seen[url] = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        return seen[url]
 
     page.get_by_role("button", name="I agree", exact=True).click()
     page.get_by_role("button", name="Start", exact=True).click()
     state = page.evaluate("window.assay.state")
     views = {t["index"]: t for t in state["trials"]}
     options = paradigm.Options.model_validate(state["paradigm"])
-    rng = np.random.default_rng(0)
+    respond = paradigm.participant(options, np.random.default_rng(0), 1.0, pixels)
     given: dict[int, dict] = {}
     while True:
         trial = page.locator("[data-trial-index][data-unlocked='1']")
@@ -118,7 +117,7 @@ def test_a_simulated_participant_completes_a_study_in_chromium(
                 "button", name="Continue", exact=True)).first.click()
             continue
         index = int(trial.get_attribute("data-trial-index"))
-        answer = paradigm.simulate(views[index]["view"], options, rng, 1.0, features)
+        answer = respond(views[index]["view"])
         given[index] = paradigm.Answer.model_validate(answer).model_dump(mode="json")
         for selector in page.evaluate(
             "([id, answer]) => window.AssayParadigms[id].controls(answer)", [paradigm_id, answer]
