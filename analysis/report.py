@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -398,6 +399,10 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
            "trials_flagged.csv": flagged}
     if utility is not None:
         csv["utility.csv"] = utility
+    for section in sections:  # a paradigm's tables too, named after their titles
+        for title, table in section.tables:
+            csv.setdefault(re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_") + ".csv",
+                           table)
     for name, frame in csv.items():
         frame.to_csv(out / name, index=False)
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from stimuli.activations import sample_positions
 from stimuli.build_config import BuildConfig, load_build_config
 from stimuli.cache import TensorCache, digest_of, seed_from
+from stimuli.decisions.build import build_decisions, is_decision_build
 from stimuli.drawings.build import build_drawings, is_drawing_build
 from stimuli.exemplars import ExemplarSearch
 from stimuli.explain_context import ExplainContext, UnitStatistics
@@ -70,6 +71,8 @@ def build_stimuli(config_path: str | Path, output: str | Path | None = None) -> 
     the config's own); returns the set's digest."""
     if is_drawing_build(Path(config_path)):  # a corpus's categories, not a model's units
         return build_drawings(config_path, output)
+    if is_decision_build(Path(config_path)):  # a model's decisions on images, explained
+        return build_decisions(config_path, output)
     config = load_build_config(Path(config_path))
     if output is not None:
         config = config.model_copy(update={"output": Path(output).resolve()})

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
+from stimuli.decisions.methods import DECISION_METHODS
+from stimuli.decisions.models import ShortcutLoader
 from stimuli.drawings.build import Drawings
 from stimuli.methods.accentuation import Accentuation
 from stimuli.methods.base import Method
@@ -35,6 +37,7 @@ MODELS: dict[str, type[ModelLoader]] = {
     "factory": FactoryLoader,
     "torchvision": TorchvisionLoader,
     "timm": TimmLoader,
+    "shortcut": ShortcutLoader,
 }
 
 SOURCES: dict[str, type[UnitSource]] = {
@@ -50,6 +53,7 @@ METHODS: dict[str, type[Method]] = {
     "fourier": Fourier,
     "accentuation": Accentuation,
     "drawings": Drawings,
+    **DECISION_METHODS,  # attribution maps and CRAFT concepts of decisions
 }
 
 _GROUPS = {"assay.models": (MODELS, ModelLoader), "assay.sources": (SOURCES, UnitSource),

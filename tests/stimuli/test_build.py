@@ -157,7 +157,7 @@ def test_bad_configs(tmp_path, change, message):
 
 def test_every_config_problem_is_reported_at_once(tmp_path):
     text = (SMALL.replace('sources = ["neuron", "nmf", "sae"]', 'sources = ["neuron", "pca"]')
-            .replace('methods = ["exemplars"]', 'methods = ["exemplars", "gradcam"]')
+            .replace('methods = ["exemplars"]', 'methods = ["exemplars", "lime"]')
             .replace("n_buckets = 3", "n_buckets = 0")
             .replace("[nmf]", "[nfm]")
             .replace('source = "demo"', 'source = "demo"\narch = "resnet18"'))
@@ -167,8 +167,9 @@ def test_every_config_problem_is_reported_at_once(tmp_path):
     assert lines[0].endswith("build.toml: invalid build config")
     assert lines[1:] == [
         "  sources.1: 'pca' is not a unit source (known: logit, neuron, nmf, sae)",
-        "  methods.1: 'gradcam' is not an explanation method (known: accentuation, drawings, "
-        "exemplars, fourier, maco)",
+        "  methods.1: 'lime' is not an explanation method (known: accentuation, craft, "
+        "drawings, exemplars, fourier, gradcam, integrated_gradients, lowpass, maco, "
+        "occlusion, rise, saliency, smoothgrad, wam)",
         "  exemplars.n_buckets: Input should be greater than or equal to 1",
         "  nfm: unknown setting (a table must be named after a listed source or method)",
         "  model.arch: Extra inputs are not permitted",

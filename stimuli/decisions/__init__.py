@@ -1,0 +1,1 @@
+"""Stimulus sets of a model's decisions on images, explained by attribution maps and concepts."""
