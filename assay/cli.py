@@ -533,15 +533,17 @@ def methods_cmd() -> None:
     from stimuli.registry import METHODS, MODELS, SOURCES, load_plugins  # imports torch
 
     load_plugins()
-    click.echo("explanation methods:")
+    width = max(map(len, [*METHODS, *SOURCES, *MODELS]))
+    click.echo("explanation methods (*: not of units; built by their own kind of build file):")
     for mid, method in METHODS.items():
-        click.echo(f"  {mid:13s} r{method.revision}  {method.description}")
+        mark = " " if method.explains_units else "*"
+        click.echo(f"  {mid:{width}s} r{method.revision}{mark} {method.description}")
     click.echo("unit sources:")
     for sid, source in SOURCES.items():
-        click.echo(f"  {sid:13s} r{source.revision}  {source.description}")
+        click.echo(f"  {sid:{width}s} r{source.revision}  {source.description}")
     click.echo("models:")
     for name, loader in MODELS.items():
-        click.echo(f"  {name:13s}     {loader.description}")
+        click.echo(f"  {name:{width}s}     {loader.description}")
 
 
 if __name__ == "__main__":

@@ -210,10 +210,15 @@ def test_demo_list_methods_and_paradigms_print_the_registries():
         [pid, f"r{p.revision}"] for pid, p in PARADIGMS.items()]
     assert "2afc_exemplar" in PARADIGMS
     methods = run("methods").output
-    for registry in (METHODS, SOURCES):
-        for plugin_id, cls in registry.items():
-            assert f"  {plugin_id:13s} r{cls.revision}  {cls.description}" in methods
-    assert all(f"  {model_id:13s}" in methods for model_id in MODELS)
+    lines = {line.split()[0]: line.split(maxsplit=2)[1:] for line in methods.splitlines()
+             if line.startswith("  ")}
+    for plugin_id, cls in METHODS.items():
+        mark = "" if cls.explains_units else "*"
+        assert lines[plugin_id] == [f"r{cls.revision}{mark}", cls.description]
+    for plugin_id, cls in SOURCES.items():
+        assert lines[plugin_id] == [f"r{cls.revision}", cls.description]
+    assert set(MODELS) <= set(lines)
+    assert lines["gradcam"][0].endswith("*") and not lines["exemplars"][0].endswith("*")
 
 
 @pytest.fixture
