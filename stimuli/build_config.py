@@ -178,14 +178,19 @@ def validate_build(raw: dict[str, Any]) -> BuildConfig:
     return config
 
 
-def load_build_config(path: Path) -> BuildConfig:
-    """Read and validate a build TOML; relative paths in it are resolved against its folder."""
+def read_build_toml(path: Path) -> tuple[dict[str, Any], Path]:
+    """A build file's parsed table and the folder its relative paths are relative to."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise BuildConfigError(f"cannot read build config {path}: {exc}") from None
-    base = path.resolve().parent
+    return raw, path.resolve().parent
+
+
+def load_build_config(path: Path) -> BuildConfig:
+    """Read and validate a build TOML; relative paths in it are resolved against its folder."""
+    raw, base = read_build_toml(path)
 
     def resolve(p: Any) -> Any:
         return p if not isinstance(p, str) or Path(p).is_absolute() else str(base / p)

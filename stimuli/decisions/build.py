@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from stimuli.attribution.faithfulness import deletion, insertion, mufidelity
 from stimuli.attribution.overlay import overlay
-from stimuli.build_config import BuildConfigError
+from stimuli.build_config import BuildConfigError, read_build_toml
 from stimuli.cache import default_cache_dir, seed_from
 from stimuli.decisions.context import DecisionContext
 from stimuli.decisions.methods import DECISION_METHODS, DecisionMethod
@@ -102,11 +102,7 @@ def load_decision_config(path: Path) -> tuple[DecisionBuildConfig, list[Decision
     """Read and validate a decision build file and its methods' tables; relative paths are
     relative to it. Every problem is reported at once, one line each."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise BuildConfigError(f"cannot read build config {path}: {exc}") from None
-    base = path.resolve().parent
+    raw, base = read_build_toml(path)
     for key in ("output", "cache_dir"):
         if isinstance(raw.get(key), str):
             raw[key] = str(base / raw[key])
