@@ -76,6 +76,7 @@ def gunicorn(database_url: str, workdir: Path, workers: int | None, threads: int
     env.update(
         DATABASE_URL=database_url,
         ASSAY_SECRET_KEY=secrets.token_hex(32),
+        ASSAY_SECURE_COOKIES="0",  # plain HTTP on the loopback
         ASSAY_INSTANCE=str(workdir / "instance"),
         ASSAY_BIND="127.0.0.1:0",
         ASSAY_THREADS=str(threads),

@@ -15,6 +15,7 @@ handling crashed).
 import multiprocessing
 import os
 import re
+from urllib.parse import quote
 
 from gunicorn.glogging import Logger
 
@@ -44,12 +45,22 @@ errorlog = os.environ.get("ASSAY_ERROR_LOG", "-")
 # %(p)s is the worker's pid; %(M)s the duration in ms.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms %(p)s'
 
-_QUERY = re.compile(r"\?[^\s\"'<>]*")
+# A query string, up to the next space or quote: "?" right after a URL path, or "?key=".
+_QUERY = re.compile(r"(/[^\s?\"'<>]*)?\?(?(1)|(?=[\w.~-]+=))[^\s\"'<>]+")
+# Characters a logged path keeps as they are; the rest is percent-encoded, so that a "%0a"
+# in a URL cannot start a forged log line, nor a "%00" put a NUL in the log.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def scrub(text: str) -> str:
-    """Replace every URL query string in ``text`` with ``?[redacted]``."""
-    return _QUERY.sub("?[redacted]", text)
+    """Replace every URL query string in ``text`` with ``?[redacted]`` (and nothing else:
+    a question mark in prose is not a query string)."""
+    return _QUERY.sub(lambda m: f"{m.group(1) or ''}?[redacted]", text)
+
+
+def logged_path(path_info: str) -> str:
+    """A WSGI PATH_INFO (decoded, latin-1) percent-encoded again for the log."""
+    return quote(path_info.encode("latin-1", "replace"), safe=_PATH_SAFE)
 
 
 class _ScrubQueries:
@@ -63,12 +74,18 @@ class _ScrubQueries:
 
 
 class ScrubbingLogger(Logger):
-    """gunicorn's logger, with query strings scrubbed from its error and access logs."""
+    """gunicorn's logger, with query strings scrubbed from its error and access logs and
+    paths re-encoded in the access log."""
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
         for handler in self.error_log.handlers + self.access_log.handlers:
             handler.addFilter(_ScrubQueries())
+
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        atoms = super().atoms(resp, req, environ, request_time)
+        atoms["U"] = logged_path(environ.get("PATH_INFO", ""))
+        return atoms
 
 
 logger_class = ScrubbingLogger

@@ -10,10 +10,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _secret_key(instance: Path) -> str:
-    """ASSAY_SECRET_KEY, else a key kept in the instance folder (one machine only)."""
-    if key := os.environ.get("ASSAY_SECRET_KEY"):
+class ConfigError(RuntimeError):
+    """A setting the server cannot start without."""
+
+
+def _secret_key(instance: Path, production: bool) -> str:
+    """ASSAY_SECRET_KEY (blank counts as unset), else, outside production, a key kept in the
+    instance folder (one machine only). In production a missing key is an error: a key file
+    per machine would make every other machine's tokens invalid."""
+    if key := os.environ.get("ASSAY_SECRET_KEY", "").strip():
         return key
+    if production:
+        raise ConfigError("ASSAY_SECRET_KEY is not set: production (server.wsgi) needs the "
+                          "same secret key on every machine; generate one with python -c "
+                          "\"import secrets; print(secrets.token_hex(32))\"")
     path = instance / "secret_key"
     if not path.exists():
         # Several gunicorn workers start at once: each writes a candidate aside and links it
@@ -34,6 +44,7 @@ def _secret_key(instance: Path) -> str:
 
 def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     overrides = overrides or {}
+    production = bool(overrides.get("PRODUCTION"))
     instance = Path(overrides.get("INSTANCE_DIR") or os.environ.get("ASSAY_INSTANCE", ".assay"))
     config: dict[str, Any] = {
         "INSTANCE_DIR": instance,
@@ -44,9 +55,12 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": 64 * 1024,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": os.environ.get("ASSAY_SECURE_COOKIES", "0") == "1",
+        # HTTPS-only cookies in production unless ASSAY_SECURE_COOKIES=0 (plain HTTP)
+        "SESSION_COOKIE_SECURE": os.environ.get("ASSAY_SECURE_COOKIES",
+                                                "1" if production else "0") == "1",
         "WTF_CSRF_TIME_LIMIT": None,
     }
     config.update(overrides)
-    config.setdefault("SECRET_KEY", overrides.get("SECRET_KEY") or _secret_key(instance))
+    config.setdefault("SECRET_KEY", overrides.get("SECRET_KEY") or _secret_key(instance,
+                                                                             production))
     return config

@@ -5,22 +5,21 @@ from __future__ import annotations
 import io
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
-from flask_login import login_required, login_user, logout_user
+from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
 from experiments.study import SLUG
 from server.export import trial_rows
 from server.extensions import get_db, limiter, login_manager
-from server.models import Researcher, Study
-from server.researchers import ResearcherUser, authenticate, study_progress
+from server.models import Study
+from server.researchers import ResearcherUser, authenticate, revoke_logins, study_progress
 
 bp = Blueprint("dashboard", __name__)
 
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> ResearcherUser | None:
-    row = get_db().get(Researcher, int(user_id)) if user_id.isdigit() else None
-    return ResearcherUser(row.id, row.username) if row else None
+    return ResearcherUser.load(get_db(), user_id)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -31,7 +30,7 @@ def login():
             get_db(), request.form.get("username", ""), request.form.get("password", "")
         )
         if row is not None:
-            login_user(ResearcherUser(row.id, row.username))
+            login_user(ResearcherUser(row.id, row.username, row.login_generation))
             return redirect(url_for("dashboard.index"))
         flash("Unknown user or wrong password.")
     return render_template("login.html")
@@ -40,6 +39,9 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
+    db = get_db()  # already in the transaction that loaded the user
+    revoke_logins(db, int(current_user.id.partition(".")[0]))
+    db.commit()
     logout_user()
     return redirect(url_for("dashboard.login"))
 

@@ -7,9 +7,9 @@ or consent -> declined.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from experiments.paradigms import PARADIGMS
@@ -22,18 +22,33 @@ PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
 
 
 class ConsentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "yes" or 1 is not an answer
     agree: bool
 
 
 class InstructionsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     seconds: float = Field(ge=0, le=24 * 3600)
 
 
+def _clean_text(value: str) -> str:
+    """Refuse what PostgreSQL's JSON cannot hold (NUL) or UTF-8 cannot encode (lone
+    surrogates): stored, either breaks every later query on the column."""
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains an unpaired surrogate (not valid Unicode text)") from None
+    return value
+
+
+CleanText = Annotated[str, Field(max_length=5000), AfterValidator(_clean_text)]
+
+
 class QuestionnaireIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    answers: dict[str, str] = Field(max_length=100)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    answers: dict[Annotated[CleanText, Field(max_length=100)], CleanText] = Field(max_length=100)
 
 
 def spec_of(session: ParticipantSession) -> StudySpec:
@@ -120,6 +135,8 @@ def finish(db: Session, session: ParticipantSession) -> Finished:
         if session.status == "screened_out"
         else spec.recruitment.completion_code
     )
+    if session.mode == "preview":  # the live code would let anyone claim a payment
+        code = None
     redirect = None
     if spec.recruitment.platform == "prolific" and session.mode != "preview" and code:
         redirect = PROLIFIC_COMPLETE + code

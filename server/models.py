@@ -153,3 +153,5 @@ class Researcher(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
+    # in every session cookie; logging out bumps it, which revokes the cookies handed out
+    login_generation: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -41,7 +41,13 @@ from server.flow import (
     instructions_read,
 )
 from server.models import Image
-from server.sessions import StudyNotOpen, UnknownStudy, get_session, start_session
+from server.sessions import (
+    SessionElsewhere,
+    StudyNotOpen,
+    UnknownStudy,
+    get_session,
+    start_session,
+)
 from server.tokens import HEADER, participant_key, sign, verify
 from server.trials import FlowError, TrialIn, record_trial
 
@@ -82,10 +88,10 @@ def entry(slug: str):
     pid = args["PROLIFIC_PID"]
     mode = "preview" if pid is None else ("pilot" if request.args.get("pilot") == "1" else "live")
     db = get_db()
-    remembered = session.get("sessions", {}).get(slug) if pid is None else None
-    not_open = None
+    remembered = session.get("sessions", {}).get(slug)
+    not_open = elsewhere = None
     with db.begin():  # a study found full is marked so: commit, then show the page
-        existing = get_session(db, remembered) if remembered else None
+        existing = get_session(db, remembered) if remembered and pid is None else None
         try:
             psession = existing or start_session(
                 db,
@@ -96,9 +102,12 @@ def entry(slug: str):
                 platform_study_id=args["STUDY_ID"],
                 platform_session_id=args["SESSION_ID"],
                 user_agent=request.headers.get("User-Agent"),
+                remembered=remembered,
             )
         except UnknownStudy:
             abort(404, description=f"no study {slug!r}")
+        except SessionElsewhere as exc:
+            elsewhere = exc
         except StudyNotOpen as exc:
             not_open = exc
         else:
@@ -109,8 +118,11 @@ def entry(slug: str):
         log.info("entry to %s refused: the study is %s", slug, not_open.state)
         return render_template("not_open.html", title=not_open.title, state=not_open.state,
                                prolific=PROLIFIC_HOME if mode != "preview" else None)
-    if pid is None:  # a preview has no platform ID to resume by: the cookie remembers it
-        session["sessions"] = {**session.get("sessions", {}), slug: public_id}
+    if elsewhere is not None:
+        log.info("entry to %s refused: the platform ID's session was started elsewhere", slug)
+        return render_template("elsewhere.html", title=elsewhere.title), 409
+    # the signed cookie remembers the session: what lets this browser resume it
+    session["sessions"] = {**session.get("sessions", {}), slug: public_id}
     token = sign(current_app.config["SECRET_KEY"], public_id)
     log.info("entry to %s: session %s (%s)", slug, public_id[:8], mode)
     return render_template("study.html", token=token, title=title, mode=mode,
@@ -152,7 +164,10 @@ def parse(model: type[M]) -> M:
     """The request body as ``model``; a 400 that names the field when it does not fit."""
     if not request.is_json:
         raise FlowError("request body must be JSON (Content-Type: application/json)", status=415)
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # e.g. thousands of nested brackets: the parser gives up
+        raise FlowError("request body is nested too deeply", status=400) from None
     if data is None:
         raise FlowError("request body is not valid JSON", status=400)
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import secrets
 from dataclasses import dataclass
 
 from flask_login import UserMixin
@@ -14,9 +16,29 @@ from server.models import ParticipantSession, Researcher, Study, StudyVersion
 
 
 class ResearcherUser(UserMixin):
-    def __init__(self, researcher_id: int, username: str) -> None:
-        self.id = str(researcher_id)
+    """The logged-in researcher; its id names the login generation too, so that a cookie
+    saved before a logout no longer loads a user after it."""
+
+    def __init__(self, researcher_id: int, username: str, generation: int) -> None:
+        self.id = f"{researcher_id}.{generation}"
         self.username = username
+
+    @staticmethod
+    def load(db: Session, user_id: str) -> ResearcherUser | None:
+        researcher_id, _, generation = user_id.partition(".")
+        if not (researcher_id.isdigit() and generation.isdigit()):
+            return None
+        row = db.get(Researcher, int(researcher_id))
+        if row is None or row.login_generation != int(generation):
+            return None
+        return ResearcherUser(row.id, row.username, row.login_generation)
+
+
+def revoke_logins(db: Session, researcher_id: int) -> None:
+    """Invalidate every session cookie of this researcher (logout)."""
+    row = db.get(Researcher, researcher_id)
+    if row is not None:
+        row.login_generation += 1
 
 
 def create_researcher(db: Session, username: str, password: str) -> Researcher:
@@ -32,11 +54,20 @@ def create_researcher(db: Session, username: str, password: str) -> Researcher:
     return row
 
 
+@functools.cache
+def _decoy_hash() -> str:
+    """A hash of nothing anyone knows, checked for unknown users."""
+    return generate_password_hash(secrets.token_hex(16))
+
+
 def authenticate(db: Session, username: str, password: str) -> Researcher | None:
+    """The researcher, or None; an unknown username costs one hash check as a known one
+    does, so that the time taken does not tell which usernames exist."""
     row = db.scalar(select(Researcher).where(Researcher.username == username))
-    if row is None or not check_password_hash(row.password_hash, password):
+    if row is None:
+        check_password_hash(_decoy_hash(), password)
         return None
-    return row
+    return row if check_password_hash(row.password_hash, password) else None
 
 
 @dataclass(frozen=True)

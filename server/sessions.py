@@ -34,6 +34,15 @@ class UnknownStudy(LookupError):
     pass
 
 
+class SessionElsewhere(LookupError):
+    """A platform ID that has a session, arriving without proof that it is its owner (the
+    browser's signed cookie, or the platform's SESSION_ID of that session)."""
+
+    def __init__(self, slug: str, title: str) -> None:
+        super().__init__(f"study {slug!r}: this platform ID's session was started elsewhere")
+        self.title = title
+
+
 class StudyNotOpen(LookupError):
     """A new participant arrived at a study that is full, paused or closed."""
 
@@ -101,12 +110,28 @@ def _parsed(version: StudyVersion) -> tuple[StudySpec, StimulusManifest]:
     return parsed
 
 
-def _find_by_pid(db: Session, study_id: int, pid: str) -> ParticipantSession | None:
-    return db.scalar(
-        select(ParticipantSession)
+def _find_by_pid(db: Session, study_id: int, pid: str
+                 ) -> tuple[ParticipantSession, PlatformIdentity] | None:
+    row = db.execute(
+        select(ParticipantSession, PlatformIdentity)
         .join(PlatformIdentity, PlatformIdentity.session_id == ParticipantSession.id)
         .where(PlatformIdentity.study_id == study_id, PlatformIdentity.platform_pid == pid)
-    )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def _resume(found: tuple[ParticipantSession, PlatformIdentity], slug: str, title: str,
+            remembered: str | None, platform_session_id: str | None) -> ParticipantSession:
+    """The found session, if the request proves it is its owner's: the browser that
+    started it (its signed cookie remembers it) or the platform's link to that session
+    (the same SESSION_ID, which only the participant and Prolific know). Knowing the
+    platform ID alone is not enough: it would hand anyone the participant's session."""
+    session, identity = found
+    if session.public_id == remembered or (
+            platform_session_id is not None
+            and identity.platform_session_id == platform_session_id):
+        return session
+    raise SessionElsewhere(slug, title)
 
 
 def start_session(
@@ -119,8 +144,13 @@ def start_session(
     platform_study_id: str | None = None,
     platform_session_id: str | None = None,
     user_agent: str | None = None,
+    remembered: str | None = None,
 ) -> ParticipantSession:
     """Resume the session of this platform ID, or assign a new one to the least-filled cell.
+
+    ``remembered`` is the session the browser's signed cookie names for this study; a
+    platform ID's session resumes only with it or with its SESSION_ID (else
+    :class:`SessionElsewhere`).
 
     The study row is locked for the assignment (FOR UPDATE on PostgreSQL; SQLite's
     immediate transactions serialize writers), so concurrent arrivals see each other.
@@ -128,16 +158,17 @@ def start_session(
     version = latest_version(db, slug)
     if version is None:
         raise UnknownStudy(slug)
+    title = version.spec["title"]
     if pid is not None:
         found = _find_by_pid(db, version.study_id, pid)
         if found is not None:
-            return found
+            return _resume(found, slug, title, remembered, platform_session_id)
     spec, manifest = _parsed(version)  # before the lock: it is the slow part
     study = db.scalar(select(Study).where(Study.id == version.study_id).with_for_update())
     if pid is not None:  # re-check under the lock: a twin request may have just created it
         found = _find_by_pid(db, version.study_id, pid)
         if found is not None:
-            return found
+            return _resume(found, slug, title, remembered, platform_session_id)
     counted = mode == "live"
     if counted and study.state not in ("open", "full"):
         raise StudyNotOpen(slug, study.state, spec.title)

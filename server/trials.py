@@ -8,9 +8,19 @@ the answer and scores it against the session's answer keys; nothing here knows a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -21,6 +31,12 @@ from server.catalog import now
 from server.models import ParticipantSession, TrialResponse
 
 TRIAL_STATUSES = ("instructions", "trials")
+# Browser timestamps outside this range are a broken clock or a forged body; stored, they
+# would break every export of the study (the year 1 does not fit a pandas timestamp).
+EARLIEST = datetime(2020, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(days=2)
+# A float field that takes JSON numbers (900 or 900.5), never strings ("900") or booleans.
+StrictNumber = Annotated[float, Strict()]
 
 
 class FlowError(Exception):
@@ -44,14 +60,14 @@ class Event(BaseModel):
         "offline",
         "online",
     ]
-    t: float = Field(ge=0, description="ms since the trial started")
+    t: StrictNumber = Field(ge=0, le=24 * 3_600_000, description="ms since the trial started")
 
 
 class TrialIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    trial_index: int = Field(ge=0)
+    trial_index: StrictInt = Field(ge=0)
     answer: dict[str, Any] = Field(max_length=20)  # the paradigm's Answer validates it
-    rt_ms: float = Field(ge=0, le=3_600_000)
+    rt_ms: StrictNumber = Field(ge=0, le=3_600_000)
     presented_at: AwareDatetime
     responded_at: AwareDatetime
     events: list[Event] = Field(default_factory=list, max_length=200)
@@ -66,6 +82,18 @@ class TrialIn(BaseModel):
             answer = {k: v for k, v in data.items() if k not in common}
             return {**{k: v for k, v in data.items() if k in common}, "answer": answer}
         return data
+
+    @model_validator(mode="after")
+    def _plausible_times(self) -> TrialIn:
+        latest = datetime.now(UTC) + CLOCK_SKEW
+        for name in ("presented_at", "responded_at"):
+            value = getattr(self, name)
+            if not EARLIEST <= value <= latest:
+                raise ValueError(f"{name}: {value.isoformat()} is not a plausible time "
+                                 f"(between {EARLIEST.date()} and {latest.date()})")
+        if self.responded_at < self.presented_at:
+            raise ValueError("responded_at: earlier than presented_at")
+        return self
 
 
 # Dialects whose INSERT has ON CONFLICT DO NOTHING, which exactly-once storage relies on.

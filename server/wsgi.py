@@ -2,7 +2,8 @@
 
 Creating the app at import is right here and nowhere else: this is the module gunicorn imports
 in each worker. Configuration comes from the environment (see server/config.py and
-deploy/README.md).
+deploy/README.md); this is production, so ASSAY_SECRET_KEY must be set and cookies are
+HTTPS-only unless ASSAY_SECURE_COOKIES=0.
 
 Behind a reverse proxy set ASSAY_TRUSTED_PROXIES to the number of proxies in front (1 for the
 nginx of deploy/nginx.conf): the client address then comes from X-Forwarded-For, so that the
@@ -19,7 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server.app import create_app
 
-app = create_app()
+app = create_app({"PRODUCTION": True})  # requires ASSAY_SECRET_KEY; Secure cookies
 
 _proxies = int(os.environ.get("ASSAY_TRUSTED_PROXIES", "0"))
 if _proxies:

@@ -54,9 +54,10 @@ class ParadigmOptions(BaseModel):
 
 
 class Answer(BaseModel):
-    """What the browser sends for one trial; a paradigm's own ``Answer`` says what."""
+    """What the browser sends for one trial; a paradigm's own ``Answer`` says what. Strict:
+    ``"2"``, ``true`` or ``2.0`` for an integer is a client bug to refuse, not to coerce."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 @dataclass(frozen=True)

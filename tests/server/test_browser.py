@@ -447,7 +447,7 @@ def test_offline_trials_are_sent_when_back_online(browser, site):
     me.close()
 
 
-def test_preview_shows_the_code_instead_of_redirecting(browser, site):
+def test_a_preview_ends_without_the_code_and_without_redirecting(browser, site):
     me = Participant.open(browser, site, preview=True)
     expect(me.page.locator(".preview-banner")).to_be_visible()
     me.start()
@@ -459,8 +459,9 @@ def test_preview_shows_the_code_instead_of_redirecting(browser, site):
     form.locator('input[name="difficulty"][value="easy"]').check()
     me.page.locator("#jspsych-survey-html-form-next").click()
     me.click("Finish")
-    expect(me.page.locator(".assay-code")).to_have_text(CODE)
-    expect(me.page.locator(".assay-task")).to_contain_text("Preview mode, no redirect.")
+    expect(me.page.locator(".assay-task")).to_contain_text("You have finished this preview")
+    expect(me.page.locator(".assay-code")).to_have_count(0)  # the live code is not shown
+    assert CODE not in me.page.content()
     assert not PROLIFIC.match(me.page.url)
     assert me.errors == []
     me.close()

@@ -65,14 +65,14 @@ def gunicorn(
 ) -> Iterator[Gunicorn]:
     """``gunicorn -c deploy/gunicorn.conf.py server.wsgi:app`` on a free loopback port.
 
-    Started without ASSAY_SECRET_KEY, so that the workers share the instance folder's key
-    as a default installation does. Yields once every worker has built its app.
+    Production settings, over plain HTTP (so cookies are not HTTPS-only). Yields once
+    every worker has built its app.
     """
     log = tmp / "gunicorn.log"
-    environment = {
-        k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ASSAY_SECRET_KEY")
-    }
+    environment = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     environment.update(
+        ASSAY_SECRET_KEY=secrets.token_hex(32),
+        ASSAY_SECURE_COOKIES="0",
         DATABASE_URL=database_url,
         ASSAY_INSTANCE=str(tmp / "instance"),
         ASSAY_BIND="127.0.0.1:0",

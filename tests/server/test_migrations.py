@@ -143,18 +143,21 @@ def test_a_legacy_session_under_way_finishes_on_its_frozen_plan(legacy_url, tmp_
     client = app.test_client()
     with app.app_context():
         db = get_db()
-        session = db.scalar(
-            select(ParticipantSession)
+        session, identity = db.execute(
+            select(ParticipantSession, PlatformIdentity)
             .join(PlatformIdentity, PlatformIdentity.session_id == ParticipantSession.id)
             .where(PlatformIdentity.platform_pid == "LEGACYMAIN")
-        )
+        ).one()
         public_id, plan = session.public_id, session.plan
+        prolific_session = identity.platform_session_id
     headers = {HEADER: sign(dump["secret_key"], public_id)}
     state = client.get("/api/state", headers=headers).json
     assert state["paradigm"]["id"] == "2afc_exemplar" and state["status"] == "trials"
     assert state["progress"]["practice_done"] and state["progress"]["main_done"] > 0
-    # the page a returning participant gets loads the 2AFC plugin
-    page = client.get("/s/legacy-2afc", query_string={"PROLIFIC_PID": "LEGACYMAIN"})
+    # the page a returning participant gets (from Prolific's link) loads the 2AFC plugin
+    assert prolific_session
+    page = client.get("/s/legacy-2afc", query_string={"PROLIFIC_PID": "LEGACYMAIN",
+                                                      "SESSION_ID": prolific_session})
     assert "js/paradigms/2afc.js" in page.get_data(as_text=True)
     todo = [t for t in state["trials"] if t["phase"] == "main" and not t["stored"]]
     keys = {t["index"]: t["key"] for t in plan}

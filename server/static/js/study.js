@@ -377,9 +377,10 @@
           box.appendChild(h);
           const p = document.createElement("p");
           p.textContent = done.code
-            ? (state.mode === "preview" ? "Preview mode, no redirect. " : "") +
-              "Your completion code is:"
-            : "You have finished the study. You may close this page.";
+            ? "Your completion code is:"
+            : state.mode === "preview"
+              ? "You have finished this preview (no completion code is given in a preview)."
+              : "You have finished the study. You may close this page.";
           box.appendChild(p);
           if (done.code) {
             const code = document.createElement("p");

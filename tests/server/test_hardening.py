@@ -1,0 +1,257 @@
+"""Regression tests for the defects a hostile tester found in the participant server and
+the dashboard (issue 12). Each test reproduces its defect: it fails on the code before the
+fix."""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from server.app import create_app
+from server.catalog import launch_study
+from server.config import ROOT
+from server.export import trial_rows
+from server.extensions import get_db
+from server.models import PlatformIdentity, TrialResponse
+from server.tokens import sign
+from tests.conftest import app_config, demo_spec
+from tests.server.participant_client import TOKEN, Participant, complete
+from tests.server.test_api import session_of
+from tests.server.test_dashboard import CSRF, login
+
+GUNICORN_CONF = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
+
+
+def trial_body(index: int, **changes) -> dict:
+    shown = datetime.now(UTC) - timedelta(minutes=1)
+    body = {"trial_index": index, "answer": {"choice": "a", "confidence": 2}, "rt_ms": 900.0,
+            "presented_at": shown.isoformat(),
+            "responded_at": (shown + timedelta(milliseconds=900)).isoformat()}
+    body.update(changes)
+    return body
+
+
+def stored_trials(app) -> int:
+    with app.app_context():
+        return get_db().scalar(select(func.count()).select_from(TrialResponse))
+
+
+# 1: implausible timestamps are refused, so that exports keep working
+@pytest.mark.parametrize("changes, message", [
+    ({"presented_at": "0001-01-01T00:00:00+00:00"}, "presented_at: 0001-01-01"),
+    ({"responded_at": "2999-01-01T00:00:00+00:00"}, "responded_at: 2999-01-01"),
+    ({"presented_at": 0}, "presented_at: 1970-01-01"),
+    ({"responded_at": "2025-01-01T00:00:00+00:00"}, "responded_at: earlier than presented_at"),
+])
+def test_implausible_timestamps_are_refused(app, client, launch, changes, message):
+    slug = launch()
+    p = Participant(client, slug, pid="P-time")
+    p.start()
+    before = stored_trials(app)
+    response = p.post("trials", trial_body(0, **changes))
+    assert response.status_code == 400 and message in response.json["error"]
+    assert stored_trials(app) == before
+    assert p.post("trials", trial_body(0)).status_code == 200
+    with app.app_context():
+        assert len(trial_rows(get_db(), slug)) == 1  # the export still works
+
+
+# 10: loose typing is refused
+@pytest.mark.parametrize("changes, where", [
+    ({"trial_index": True}, "trial_index"),
+    ({"trial_index": "0"}, "trial_index"),
+    ({"trial_index": 0.0}, "trial_index"),
+    ({"rt_ms": "900"}, "rt_ms"),
+    ({"answer": {"choice": "a", "confidence": "2"}}, "answer.confidence"),
+    ({"answer": {"choice": "a", "confidence": 2.0}}, "answer.confidence"),
+    ({"answer": {"choice": "a", "confidence": True}}, "answer.confidence"),
+    ({"events": [{"type": "blur", "t": "10"}]}, "events.0.t"),
+])
+def test_loosely_typed_trials_are_refused(app, client, launch, changes, where):
+    p = Participant(client, launch(), pid="P-types")
+    p.start()
+    before = stored_trials(app)
+    response = p.post("trials", trial_body(0, **changes))
+    assert response.status_code == 400 and response.json["error"].startswith(where)
+    assert p.post("consent", {"agree": "yes"}).status_code == 400
+    assert stored_trials(app) == before
+
+
+# 4: deeply nested JSON is a 400, not a RecursionError's 500
+def test_deeply_nested_json_is_a_400(client, launch):
+    p = Participant(client, launch(), pid="P-nest")
+    response = client.post("/api/trials", data="[" * 5000, content_type="application/json",
+                           headers={"X-Assay-Session": p.token})
+    assert response.status_code == 400 and "nested too deeply" in response.json["error"]
+
+
+# 9: NUL bytes and lone surrogates never reach the database
+@pytest.mark.parametrize("escaped", ["a\\u0000b", "\\ud800", "ok \\udfff"])
+def test_questionnaire_refuses_text_the_database_cannot_hold(client, launch, escaped):
+    p = Participant(client, launch(), pid="P-text")
+    body = '{"answers": {"comments": "' + escaped + '"}}'  # JSON escapes, as sent
+    response = client.post("/api/questionnaire", data=body, content_type="application/json",
+                           headers={"X-Assay-Session": p.token})
+    assert response.status_code == 400, response.json
+    assert response.json["error"].startswith("answers.comments")
+
+
+# 8: a preview never receives the live completion code
+def test_a_preview_gets_no_completion_code(app, client, launch):
+    slug = launch()
+    preview = Participant(client, slug)
+    preview.start()
+    done = complete(preview, session_of(app, preview).plan)
+    assert done["status"] == "completed" and done["code"] is None and done["redirect_url"] is None
+    live = Participant(app.test_client(), slug, pid="P-live")
+    live.start()
+    assert complete(live, session_of(app, live).plan)["code"]  # live still gets it
+
+
+# 7: a platform ID alone does not take over a session
+def test_a_known_pid_alone_does_not_take_over_a_session(app, launch):
+    slug = launch()
+    owner = app.test_client()
+    page = owner.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "victim", "STUDY_ID": "S",
+                                                 "SESSION_ID": "secret-session"})
+    token = TOKEN.search(page.get_data(True)).group(1)
+    attacker = app.test_client()
+    stolen = attacker.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "victim"})
+    assert stolen.status_code == 409 and TOKEN.search(stolen.get_data(True)) is None
+    assert "already started this study in another browser" in stolen.get_data(True)
+    guessed = attacker.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "victim",
+                                                       "SESSION_ID": "guess"})
+    assert guessed.status_code == 409
+    # the owner's browser resumes by its cookie, another device by Prolific's link
+    again = owner.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "victim"})
+    assert TOKEN.search(again.get_data(True)).group(1) == token
+    other_device = app.test_client().get(f"/s/{slug}", query_string={
+        "PROLIFIC_PID": "victim", "SESSION_ID": "secret-session"})
+    assert TOKEN.search(other_device.get_data(True)).group(1) == token
+    with app.app_context():
+        assert get_db().scalar(select(func.count()).select_from(PlatformIdentity).where(
+            PlatformIdentity.platform_pid == "victim")) == 1
+
+
+# 5: logging out revokes the session cookie
+def test_logout_revokes_a_saved_cookie(app, client, launch):
+    slug = launch()
+    assert login(client, app).status_code == 302
+    saved = client.get_cookie("session").value
+    assert client.get(f"/dashboard/{slug}/trials.csv").status_code == 200
+    token = CSRF.search(client.get("/dashboard").get_data(True)).group(1)
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    replay = app.test_client()
+    replay.set_cookie("session", saved)
+    response = replay.get(f"/dashboard/{slug}/trials.csv")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+# 6: an unknown username takes as long as a wrong password
+def test_login_time_does_not_reveal_which_usernames_exist(app, client):
+    login(client, app, "known", "a long password")
+    token = CSRF.search(client.get("/login").get_data(True)).group(1)
+
+    def seconds(username: str) -> float:
+        start = time.perf_counter()
+        client.post("/login", data={"username": username, "password": "wrong password",
+                                    "csrf_token": token})
+        return time.perf_counter() - start
+
+    seconds("warm-up")
+    unknown = statistics.median(seconds(f"nobody-{i}") for i in range(5))
+    known = statistics.median(seconds("known") for _ in range(5))
+    assert unknown > 0.5 * known, (unknown, known)  # both pay for one password hash
+
+
+# 3: platform IDs never reach the log through a failed statement's parameters
+def test_database_errors_do_not_log_statement_parameters(app, launch, caplog):
+    slug = launch()
+    engine = app.extensions["assay.engine"]
+    with engine.begin() as conn:  # the next lookup of a platform ID fails mid-request
+        conn.exec_driver_sql("ALTER TABLE platform_identities RENAME COLUMN platform_pid "
+                             "TO platform_pid_old")
+    try:
+        caplog.set_level(logging.INFO)
+        response = app.test_client().get(f"/s/{slug}",
+                                         query_string={"PROLIFIC_PID": "PID-SECRET-2"})
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE platform_identities RENAME COLUMN "
+                                 "platform_pid_old TO platform_pid")
+    assert response.status_code == 500
+    assert "unhandled error" in caplog.text and "platform_pid" in caplog.text
+    assert "PID-SECRET-2" not in caplog.text
+
+
+# 14: a database outage is a 503 with Retry-After; the entry page retries by itself
+def test_an_unreachable_database_is_a_503_that_retries(tmp_path):
+    config = app_config("postgresql+psycopg://nobody@127.0.0.1:1/none", tmp_path)
+    app = create_app(config)
+    client = app.test_client()
+    page = client.get("/s/some-study", query_string={"PROLIFIC_PID": "P1"})
+    # the rate limiter's headers may raise Retry-After to its window's end
+    assert page.status_code == 503 and int(page.headers["Retry-After"]) >= 5
+    assert '<meta http-equiv="refresh" content="5">' in page.get_data(True)
+    api = client.get("/api/state", headers={"X-Assay-Session": sign(config["SECRET_KEY"],
+                                                                     "0" * 32)})
+    assert api.status_code == 503 and api.headers["Retry-After"] == "5"
+    assert "retry" in api.json["error"]
+    app.extensions["assay.engine"].dispose()
+
+
+# 2: with Redis down, entries and logins still work (the limiter counts in memory)
+def test_entry_and_login_work_with_redis_down(database_url, tmp_path, stimulus_dir):
+    config = {**app_config(database_url, tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0"}
+    app = create_app(config)
+    slug = "r-" + secrets.token_hex(4)
+    with app.app_context():
+        db = get_db()
+        with db.begin():
+            launch_study(db, demo_spec(slug, stimulus_set=stimulus_dir.name),
+                         stimulus_dir.parent / "study.toml")
+    client = app.test_client()
+    assert client.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "P-redis"}).status_code == 200
+    assert login(client, app, "redis-down", "a long password").status_code == 302
+    app.extensions["assay.engine"].dispose()
+
+
+# 11: production needs a secret key, and its cookies are HTTPS-only
+@pytest.mark.parametrize("key", [None, "", "   "])
+def test_production_refuses_to_start_without_a_secret_key(tmp_path, key):
+    env = {k: v for k, v in os.environ.items() if k != "ASSAY_SECRET_KEY"}
+    env.update(ASSAY_INSTANCE=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path}/a.db")
+    if key is not None:
+        env["ASSAY_SECRET_KEY"] = key
+    result = subprocess.run([sys.executable, "-c", "import server.wsgi"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "ASSAY_SECRET_KEY is not set" in result.stderr
+    assert not (tmp_path / "secret_key").exists()
+    env["ASSAY_SECRET_KEY"] = secrets.token_hex(32)
+    result = subprocess.run(
+        [sys.executable, "-c", "import server.wsgi as w; "
+         "print(w.app.config['SESSION_COOKIE_SECURE'])"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("True")
+
+
+# 12: the access log cannot be forged, and prose with "?" is left alone
+def test_log_lines_cannot_be_forged_and_scrubbing_keeps_prose():
+    logged_path, scrub = GUNICORN_CONF["logged_path"], GUNICORN_CONF["scrub"]
+    path = logged_path("/s/x\n127.0.0.1 - forged 200\x00")  # what %0a and %00 decode to
+    assert "\n" not in path and "\x00" not in path and path.startswith("/s/x%0A")
+    assert scrub("GET /s/demo?PROLIFIC_PID=abc&SESSION_ID=d HTTP/1.1") == \
+        "GET /s/demo?[redacted] HTTP/1.1"
+    assert scrub("is this the right answer? yes") == "is this the right answer? yes"
+    assert scrub("bad query ?PROLIFIC_PID=abc") == "bad query ?[redacted]"
