@@ -45,12 +45,39 @@ class ImageCache:
 
     def pixels(self, http: requests.Session, base: str, url: str) -> np.ndarray:
         if url not in self._pixels:
-            response = http.get(base + url, timeout=30)
+            response = send(http, "GET", base + url)
             response.raise_for_status()
             with Image.open(io.BytesIO(response.content)) as img:
                 rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
             self._pixels[url] = rgb
         return self._pixels[url]
+
+
+RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+
+
+def send(http: requests.Session, method: str, url: str, *, patience_s: float = 120,
+         **kwargs) -> requests.Response:
+    """One request, retried as the browser's outbox retries it: after a connection error,
+    a timeout, a 408, a 429 or a 5xx, with exponential backoff (capped at 2 s, or the
+    server's Retry-After when shorter) until ``patience_s`` has passed. Safe because every
+    participant request is idempotent (a replayed trial is stored once)."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.05
+    while True:
+        try:
+            response = http.request(method, url, timeout=30, **kwargs)
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            wait = min(delay, float(response.headers.get("Retry-After", delay) or delay))
+            failure = f"{response.status_code} {response.text[:200]}"
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            wait, failure = delay, f"{type(exc).__name__}: {exc}"
+        if time.monotonic() + wait > deadline:
+            raise SimulationError(f"{method} {url}: gave up after {patience_s:.0f} s "
+                                  f"({failure})")
+        time.sleep(wait)
+        delay = min(delay * 2, 2.0)
 
 
 def _check(response: requests.Response) -> dict:
@@ -80,7 +107,7 @@ def run_participant(
     params = {"PROLIFIC_PID": pid, "STUDY_ID": "SIMSTUDY", "SESSION_ID": f"S{seed}"}
     if pilot:
         params["pilot"] = "1"
-    page = http.get(f"{base}/s/{slug}", params=params, timeout=30)
+    page = send(http, "GET", f"{base}/s/{slug}", params=params)
     if page.status_code != 200:
         raise SimulationError(f"entry failed: {page.status_code} {page.text[:200]}")
     match = TOKEN.search(page.text)
@@ -89,9 +116,9 @@ def run_participant(
     http.headers["X-Assay-Session"] = match.group(1)
 
     def post(path: str, body: dict) -> dict:
-        return _check(http.post(f"{base}/api/{path}", json=body, timeout=30))
+        return _check(send(http, "POST", f"{base}/api/{path}", json=body))
 
-    state = _check(http.get(f"{base}/api/state", timeout=30))
+    state = _check(send(http, "GET", f"{base}/api/state"))
     if state["status"] == "consent":
         post("consent", {"agree": True})
     if state["status"] in ("consent", "instructions"):
