@@ -6,6 +6,8 @@ or consent -> declined.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -143,11 +145,20 @@ def finish(db: Session, session: ParticipantSession) -> Finished:
     return Finished(session.status, code, redirect)
 
 
-def client_state(db: Session, session: ParticipantSession, image_url) -> dict[str, Any]:
+def _placed(image_url: Callable[[str, int, int], str], index: int) -> Callable[[str], str]:
+    """The trial's image namer: each call is the next place in the trial."""
+    places = itertools.count()
+    return lambda digest: image_url(digest, index, next(places))
+
+
+def client_state(db: Session, session: ParticipantSession,
+                 image_url: Callable[[str, int, int], str]) -> dict[str, Any]:
     """What the browser needs to (re)build its timeline; catch trials look like main ones.
 
     Each trial carries the paradigm's view of it; its answer key only where the participant
-    gets feedback (practice always, main trials when the options ask for it)."""
+    gets feedback (practice always, main trials when the options ask for it). Images are
+    named by ``image_url(digest, trial index, place in the trial)``: per place, so that a
+    catch trial's answer does not share its reference's URL."""
     spec = spec_of(session)
     paradigm = PARADIGMS[session.paradigm]
     options = spec.options_for(session.condition)
@@ -161,7 +172,7 @@ def client_state(db: Session, session: ParticipantSession, image_url) -> dict[st
             "phase": "practice" if practice else "main",
             "block": t["block"],
             "attempt": t["attempt"],
-            "view": paradigm.view(t, image_url),
+            "view": paradigm.view(t, _placed(image_url, t["index"])),
             "stored": t["index"] in stored,
         }
         if practice or options.feedback:

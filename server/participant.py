@@ -48,7 +48,14 @@ from server.sessions import (
     get_session,
     start_session,
 )
-from server.tokens import HEADER, participant_key, sign, verify
+from server.tokens import (
+    HEADER,
+    image_digest_of,
+    image_token,
+    participant_key,
+    sign,
+    verify,
+)
 from server.trials import FlowError, TrialIn, record_trial
 
 log = logging.getLogger(__name__)
@@ -72,8 +79,11 @@ VENDOR = {
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
-def image_url(digest: str) -> str:
-    return url_for("participant.image", digest=digest)
+def placed_image_url(public_id: str) -> Callable[[str, int, int], str]:
+    """A participant's images, named per session, trial and place (server.tokens)."""
+    secret = current_app.config["SECRET_KEY"]
+    return lambda digest, index, slot: url_for(
+        "participant.placed_image", token=image_token(secret, public_id, index, slot, digest))
 
 
 @pages.get("/s/<slug>")
@@ -131,18 +141,29 @@ def entry(slug: str):
 
 @pages.get("/img/<digest>.png")
 def image(digest: str):
+    """An image by its digest (content addressing; participants' pages use placed names)."""
     if not DIGEST.match(digest):
         abort(404, description="no such image")
-    if request.if_none_match.contains(digest):
-        return Response(status=304, headers={"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE})
+    return _png(digest, etag=digest)
+
+
+@pages.get("/img/p/<token>.png")
+def placed_image(token: str):
+    """An image under its per-trial name; the ETag is the name, never the digest."""
+    digest = image_digest_of(current_app.config["SECRET_KEY"], token)
+    if digest is None:
+        abort(404, description="no such image")
+    return _png(digest, etag=token)
+
+
+def _png(digest: str, etag: str) -> Response:
+    if request.if_none_match.contains(etag):
+        return Response(status=304, headers={"ETag": f'"{etag}"', "Cache-Control": IMMUTABLE})
     data = get_db().get(Image, digest)
     if data is None:
         abort(404, description="no such image")
-    return Response(
-        data.data,
-        mimetype="image/png",
-        headers={"Cache-Control": IMMUTABLE, "ETag": f'"{digest}"'},
-    )
+    return Response(data.data, mimetype="image/png",
+                    headers={"Cache-Control": IMMUTABLE, "ETag": f'"{etag}"'})
 
 
 @pages.get("/vendor/<name>")
@@ -203,7 +224,7 @@ def participant_only(view: Callable) -> Callable:
 @api.get("/state")
 @participant_only
 def state(db, psession):
-    return jsonify(client_state(db, psession, image_url))
+    return jsonify(client_state(db, psession, placed_image_url(psession.public_id)))
 
 
 @api.post("/consent")

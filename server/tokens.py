@@ -9,6 +9,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 HEADER = "X-Assay-Session"
 _SALT = "assay-participant-session"
+_DIGEST_BYTES = 32  # an image's SHA-256
 
 
 def sign(secret: str, public_id: str) -> str:
@@ -27,3 +28,34 @@ def participant_key(secret: str, platform_pid: str) -> str:
     """A pseudonym for a platform ID, stable across studies while the secret is unchanged."""
     digest = hmac.new(secret.encode(), b"assay-pid:" + platform_pid.encode(), hashlib.sha256)
     return "K-" + digest.hexdigest()[:24]
+
+
+def _mac(secret: str, *parts: str) -> bytes:
+    message = "\x1f".join(parts).encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).digest()
+
+
+def image_token(secret: str, public_id: str, trial_index: int, slot: int, digest: str) -> str:
+    """An opaque name for one image in one place of one trial of one session.
+
+    The same image shown twice in a trial (a catch trial's answer among its references)
+    gets two unrelated names, so that comparing names tells nothing; a reload gets the same
+    names (deterministic), so that the browser's cache still works. The name is
+    nonce.masked: the digest XOR a pad derived from the secret and the nonce."""
+    nonce = _mac(secret, "img-nonce", public_id, str(trial_index), str(slot))[:12]
+    pad = _mac(secret, "img-pad", nonce.hex())
+    masked = bytes(a ^ b for a, b in zip(bytes.fromhex(digest), pad, strict=True))
+    return f"{nonce.hex()}.{masked.hex()}"
+
+
+def image_digest_of(secret: str, token: str) -> str | None:
+    """The digest an :func:`image_token` names; None for anything malformed."""
+    nonce, _, masked = token.partition(".")
+    try:
+        masked_bytes, nonce_bytes = bytes.fromhex(masked), bytes.fromhex(nonce)
+    except ValueError:
+        return None
+    if len(masked_bytes) != _DIGEST_BYTES or len(nonce_bytes) != 12:
+        return None
+    pad = _mac(secret, "img-pad", nonce)
+    return bytes(a ^ b for a, b in zip(masked_bytes, pad, strict=True)).hex()

@@ -255,3 +255,31 @@ def test_log_lines_cannot_be_forged_and_scrubbing_keeps_prose():
         "GET /s/demo?[redacted] HTTP/1.1"
     assert scrub("is this the right answer? yes") == "is this the right answer? yes"
     assert scrub("bad query ?PROLIFIC_PID=abc") == "bad query ?[redacted]"
+
+
+# catch trials: a script that compares image URLs scores at chance
+def test_image_urls_are_per_place_so_catch_trials_cannot_be_read_off_urls(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="P-catch")
+    state = p.start()
+    plan = {t["index"]: t for t in session_of(app, p).plan}
+    catch = [t for t in state["trials"] if plan[t["index"]]["kind"] == "catch"]
+    assert catch, "the demo study has catch trials"
+    urls = []
+    for trial in state["trials"]:
+        view = trial["view"]
+        shown = [*view["ref_max"], *view["ref_min"], view["query_a"], view["query_b"]]
+        urls += shown
+    assert len(urls) == len(set(urls)), "no URL is shared between places"
+    for trial in catch:  # the answer is among the references, yet no query URL repeats one
+        view = trial["view"]
+        assert {view["query_a"], view["query_b"]}.isdisjoint({*view["ref_max"], *view["ref_min"]})
+    # the names resolve to the images, carry no digest, and stay the same on reload
+    first = catch[0]["view"]["query_a"]
+    image = client.get(first)
+    assert image.status_code == 200 and image.mimetype == "image/png"
+    assert plan[catch[0]["index"]]["stimuli"]["query_a"] not in first + image.headers["ETag"]
+    assert p.state()["trials"][0]["view"] == state["trials"][0]["view"]
+    tampered = first[:-6] + ("0" if first[-5] != "0" else "1") + first[-5:]
+    assert client.get(tampered).status_code == 404
+    assert client.get("/img/p/zz.png").status_code == 404
