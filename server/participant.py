@@ -41,6 +41,7 @@ from server.flow import (
     instructions_read,
 )
 from server.models import Image
+from server.openapi import openapi
 from server.sessions import (
     SessionElsewhere,
     StudyNotOpen,
@@ -219,6 +220,11 @@ def participant_only(view: Callable) -> Callable:
             return jsonify(error=str(exc), **exc.extra), exc.status
 
     return wrapper
+
+
+@api.get("/openapi.json")
+def openapi_description():
+    return jsonify(openapi())
 
 
 @api.get("/state")
