@@ -10,7 +10,7 @@ from flask import Flask, jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from server import dashboard, participant
+from server import dashboard, health, participant
 from server.config import load_config
 from server.db import make_engine, make_sessionmaker
 from server.extensions import close_db, csrf, limiter, login_manager, wants_json
@@ -61,6 +61,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(participant.pages)
     app.register_blueprint(participant.api)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(health.bp)
     csrf.exempt(participant.api)  # token-authenticated JSON API, no cookies involved
 
     app.teardown_appcontext(close_db)

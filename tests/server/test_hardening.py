@@ -283,3 +283,13 @@ def test_image_urls_are_per_place_so_catch_trials_cannot_be_read_off_urls(app, c
     tampered = first[:-6] + ("0" if first[-5] != "0" else "1") + first[-5:]
     assert client.get(tampered).status_code == 404
     assert client.get("/img/p/zz.png").status_code == 404
+
+
+def test_liveness_and_readiness_probes(client, tmp_path):
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert client.get("/readyz").json == {"status": "ready"}
+    down = create_app(app_config("postgresql+psycopg://nobody@127.0.0.1:1/none", tmp_path))
+    probe = down.test_client()
+    assert probe.get("/healthz").status_code == 200  # alive, but not ready
+    assert probe.get("/readyz").status_code == 503
+    down.extensions["assay.engine"].dispose()
