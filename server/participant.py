@@ -57,7 +57,7 @@ from server.tokens import (
     sign,
     verify,
 )
-from server.trials import FlowError, TrialIn, record_trial
+from server.trials import FlowError, TrialIn, frozen_session, record_trial
 
 log = logging.getLogger(__name__)
 pages = Blueprint("participant", __name__)
@@ -200,13 +200,18 @@ def parse(model: type[M]) -> M:
         raise FlowError(f"{where}: {err['msg']}", status=400) from None
 
 
+def _token_owner() -> str | None:
+    """The public id the request's signed token names; None without a valid one."""
+    token = request.headers.get(HEADER, "")
+    return verify(current_app.config["SECRET_KEY"], token) if token else None
+
+
 def participant_only(view: Callable) -> Callable:
     """Load the session named by the signed token; refuse a missing, forged or foreign one."""
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        token = request.headers.get(HEADER, "")
-        public_id = verify(current_app.config["SECRET_KEY"], token) if token else None
+        public_id = _token_owner()
         if public_id is None:
             return jsonify(error=f"missing or invalid session token ({HEADER} header)"), 401
         db = get_db()
@@ -248,9 +253,21 @@ def post_instructions(db, psession):
 
 
 @api.post("/trials")
-@participant_only
-def post_trial(db, psession):
-    duplicate = record_trial(db, psession, parse(TrialIn))
+def post_trial():
+    """The hot path (most requests of a study): no ORM session, the frozen part of the
+    participant's session from the process's cache, one short transaction."""
+    public_id = _token_owner()
+    if public_id is None:
+        return jsonify(error=f"missing or invalid session token ({HEADER} header)"), 401
+    try:
+        trial = parse(TrialIn)
+        with current_app.extensions["assay.engine"].begin() as conn:
+            frozen = frozen_session(conn, public_id)
+            if frozen is None:
+                return jsonify(error="unknown session"), 401
+            duplicate = record_trial(conn, frozen, trial)
+    except FlowError as exc:  # raised inside the transaction, so nothing was stored
+        return jsonify(error=str(exc), **exc.extra), exc.status
     return jsonify(stored=True, duplicate=duplicate)
 
 

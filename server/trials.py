@@ -7,6 +7,9 @@ the answer and scores it against the session's answer keys; nothing here knows a
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -21,7 +24,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, cast, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -100,17 +103,77 @@ class TrialIn(BaseModel):
 _INSERTS = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 
 
-def _insert(db: Session):
-    dialect = db.get_bind().dialect.name
+@dataclass(frozen=True)
+class Frozen:
+    """What a session never changes once started: what trials are checked against."""
+
+    id: int
+    paradigm: str
+    answer_keys: list[Any]
+
+
+_FROZEN: OrderedDict[str, Frozen] = OrderedDict()  # by public id, most recent last
+_FROZEN_MAX = 20_000
+_FROZEN_LOCK = threading.Lock()
+
+
+def frozen_session(conn: Connection, public_id: str) -> Frozen | None:
+    """The session's frozen part, from this process's cache after its first trial: the
+    answer keys are a plan's whole list, too costly to load and parse on every trial."""
+    with _FROZEN_LOCK:
+        found = _FROZEN.get(public_id)
+        if found is not None:
+            _FROZEN.move_to_end(public_id)
+            return found
+    row = conn.execute(select(ParticipantSession.id, ParticipantSession.paradigm,
+                              ParticipantSession.answer_keys)
+                       .where(ParticipantSession.public_id == public_id)).first()
+    if row is None:
+        return None
+    found = Frozen(*row)
+    with _FROZEN_LOCK:
+        _FROZEN[public_id] = found
+        while len(_FROZEN) > _FROZEN_MAX:
+            _FROZEN.popitem(last=False)
+    return found
+
+
+FIELDS = ("session_id", "trial_index", "answer", "score", "rt_ms", "presented_at",
+          "responded_at", "received_at", "events")
+
+
+@functools.cache
+def _statements(dialect: str) -> tuple[Any, Any]:
+    """The hot path's UPDATE and INSERT, built once per dialect with bound parameters (so
+    that a trial costs no statement building). The INSERT selects its row only while the
+    session accepts trials; PostgreSQL needs the values' types spelled out (untyped JSON
+    text is not jsonb), SQLite must not get a CAST (CAST to DATETIME makes a number)."""
     if dialect not in _INSERTS:
         raise ValueError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
-    return _INSERTS[dialect](TrialResponse).on_conflict_do_nothing(
-        index_elements=["session_id", "trial_index"]
-    )
+    sessions, columns = ParticipantSession.__table__, TrialResponse.__table__.c
+    start = (update(sessions).where(sessions.c.id == bindparam("session_id"),
+                                    sessions.c.status == "instructions")
+             .values(status="trials"))
+
+    def value(name: str):
+        bound = bindparam(name, type_=columns[name].type)
+        return cast(bound, columns[name].type) if dialect == "postgresql" else bound
+
+    accepting = exists().where(sessions.c.id == bindparam("session_id"),
+                               sessions.c.status.in_(TRIAL_STATUSES))
+    row = select(*(value(name).label(name) for name in FIELDS)).where(accepting)
+    insert = (_INSERTS[dialect](TrialResponse).from_select(list(FIELDS), row)
+              .on_conflict_do_nothing(index_elements=["session_id", "trial_index"])
+              .returning(TrialResponse.id))
+    return start, insert
 
 
-def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> bool:
-    """Store a trial once; returns True when it was already stored (a replay)."""
+def record_trial(conn: Connection, session: Frozen, trial: TrialIn) -> bool:
+    """Store a trial once; returns True when it was already stored (a replay).
+
+    The hot path is one transaction of two statements and no ORM: a session still in
+    instructions moves on to trials, and the row goes in only while the session accepts
+    trials (checked in the INSERT itself, so no read of the session precedes it)."""
     keys = session.answer_keys
     if not 0 <= trial.trial_index < len(keys):
         raise FlowError(
@@ -125,39 +188,34 @@ def record_trial(db: Session, session: ParticipantSession, trial: TrialIn) -> bo
         where = ".".join(["answer", *(str(p) for p in err["loc"])])
         raise FlowError(f"{where}: {err['msg']}", status=400) from None
     stored_answer = answer.model_dump(mode="json")
-    values = dict(
-        session_id=session.id,
-        trial_index=trial.trial_index,
-        answer=stored_answer,
-        score=paradigm.score(keys[trial.trial_index], answer),
-        rt_ms=trial.rt_ms,
-        presented_at=trial.presented_at,
-        responded_at=trial.responded_at,
-        received_at=now(),
-        events=[e.model_dump() for e in trial.events],
-    )
-    if session.status in TRIAL_STATUSES:
-        inserted = db.scalar(_insert(db).values(**values).returning(TrialResponse.id))
-        if inserted is not None:
-            if session.status == "instructions":
-                session.status = "trials"
-            return False
-    existing = _stored(db, session.id, trial.trial_index)
+    values = {
+        "session_id": session.id,
+        "trial_index": trial.trial_index,
+        "answer": stored_answer,
+        "score": paradigm.score(keys[trial.trial_index], answer),
+        "rt_ms": trial.rt_ms,
+        "presented_at": trial.presented_at,
+        "responded_at": trial.responded_at,
+        "received_at": now(),
+        "events": [e.model_dump() for e in trial.events],
+    }
+    start, insert = _statements(conn.dialect.name)
+    conn.execute(start, {"session_id": session.id})
+    inserted = conn.scalar(insert, values)
+    if inserted is not None:
+        return False
+    existing = conn.execute(select(TrialResponse.answer, TrialResponse.rt_ms).where(
+        TrialResponse.session_id == session.id,
+        TrialResponse.trial_index == trial.trial_index)).first()
     if existing is None:
-        raise FlowError(f"session is in state {session.status!r}; no new trials accepted")
+        status = conn.scalar(select(ParticipantSession.status).where(
+            ParticipantSession.id == session.id))
+        raise FlowError(f"session is in state {status!r}; no new trials accepted")
     if (existing.answer, existing.rt_ms) != (stored_answer, trial.rt_ms):
         raise FlowError(
             f"trial {trial.trial_index} is already stored with a different answer", status=409
         )
     return True
-
-
-def _stored(db: Session, session_id: int, index: int) -> TrialResponse | None:
-    return db.scalar(
-        select(TrialResponse).where(
-            TrialResponse.session_id == session_id, TrialResponse.trial_index == index
-        )
-    )
 
 
 def stored_indices(db: Session, session: ParticipantSession) -> dict[int, bool]:
