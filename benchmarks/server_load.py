@@ -19,6 +19,7 @@ this setup, not a capacity plan.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,8 @@ from server.catalog import launch_study
 from server.extensions import get_db
 from server.gunicorn_process import running_gunicorn
 from server.migrate import libpq_dsn, scratch_database
-from server.simulate import ImageCache, SimResult, SimulationError, run_participant
+from server.simulate import TOKEN, ImageCache, SimResult, SimulationError, run_participant
+from server.tokens import HEADER
 from stimuli.procedural import build_procedural_set
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,31 +94,131 @@ def gunicorn(database_url: str, workdir: Path, workers: int | None, threads: int
         yield base
 
 
-def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool) -> dict:
-    """N simulated participants, ``concurrency`` at a time; failures counted, not raised.
+class LeanParticipant:
+    """A participant driven with bare http.client on one keep-alive connection: no image
+    downloads, no decoding, answers that are valid but not looked at. It spends a fraction
+    of a millisecond of CPU per request, so that the driver does not starve the server it
+    measures on a small machine (its CPU share is reported)."""
 
-    With ``shared_images`` the participants share one image cache (as ``simulate`` does), so
-    each image is fetched about once, as when a CDN or nginx serves them; otherwise each one
-    fetches every image it is shown, as browsers do with no cache in front.
+    def __init__(self, base: str, slug: str, pid: str) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.slug, self.pid, self.headers = slug, pid, {"Content-Type": "application/json"}
+        self.latencies_ms: list[float] = []
+        self.sent = 0
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        payload = None if body is None else json.dumps(body)
+        for attempt in range(50):  # retried as the browser's outbox does
+            try:
+                self.conn.request(method, path, payload, self.headers)
+                response = self.conn.getresponse()
+                data = response.read()
+            except (ConnectionError, http.client.HTTPException, TimeoutError):
+                self.conn.close()
+                time.sleep(min(0.05 * 2 ** attempt, 2))
+                continue
+            if response.status >= 500 or response.status in (408, 429):
+                time.sleep(min(0.05 * 2 ** attempt, 2))
+                continue
+            return response.status, data
+        raise SimulationError(f"{method} {path}: no answer after 50 tries")
+
+    def enter(self) -> list[int]:
+        """Entry, consent, instructions; returns the indices of the trials to answer."""
+        query = f"?PROLIFIC_PID={self.pid}&STUDY_ID=LOAD&SESSION_ID=S{self.pid}"
+        status, page = self.request("GET", f"/s/{self.slug}{query}")
+        match = TOKEN.search(page.decode())
+        if status != 200 or match is None:
+            raise SimulationError(f"entry failed: {status}")
+        self.headers[HEADER] = match.group(1)
+        self.request("POST", "/api/consent", {"agree": True})
+        self.request("POST", "/api/instructions", {"seconds": 30.0})
+        state = json.loads(self.request("GET", "/api/state")[1])
+        self.questionnaire = {q["id"]: q["options"][0] if q["kind"] == "choice" else "x"
+                              for q in state["questionnaire"]}
+        practice = [t["index"] for t in state["trials"] if t["phase"] == "practice"]
+        main = [t["index"] for t in state["trials"] if t["phase"] == "main"]
+        return practice[:state["practice"]["trials"]] + main
+
+    def trial(self, index: int) -> None:
+        shown = datetime.now(UTC)
+        body = {"trial_index": index, "answer": {"choice": "a", "confidence": 2},
+                "rt_ms": 900.0, "presented_at": shown.isoformat(),
+                "responded_at": (shown + timedelta(milliseconds=900)).isoformat()}
+        start = time.perf_counter()
+        status, data = self.request("POST", "/api/trials", body)
+        self.latencies_ms.append((time.perf_counter() - start) * 1000)
+        if status != 200:
+            raise SimulationError(f"trial {index}: {status} {data[:200]!r}")
+        self.sent += 1
+
+    def finish(self) -> SimResult:
+        self.request("POST", "/api/questionnaire", {"answers": self.questionnaire})
+        status, data = self.request("POST", "/api/finish", {})
+        done = json.loads(data)
+        self.conn.close()
+        return SimResult(self.pid, done.get("status", str(status)), done.get("code"),
+                         self.sent, self.latencies_ms)
+
+
+def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool,
+             lean: bool = True) -> dict:
+    """N participants, ``concurrency`` at a time; failures counted, not raised.
+
+    The lean driver enters everyone first, then times the trial phase alone (closed loop:
+    each of ``concurrency`` threads sends its participants' trials back to back), so that
+    trials/s measures the trial path. The browser-like driver (``simulate``'s participants)
+    times whole paths; with ``shared_images`` they share one image cache, as behind a CDN.
     """
-    skills = np.random.default_rng(0).gamma(4.0, 0.3, size=n)
-    cache = ImageCache() if shared_images else None
     errors: list[str] = []
+    start, cpu = time.perf_counter(), time.process_time()
+    if lean:
+        def enter(i: int) -> tuple[LeanParticipant, list[int]] | None:
+            try:
+                p = LeanParticipant(base, slug, f"LOAD{i:06d}")
+                return p, p.enter()
+            except (SimulationError, OSError) as exc:
+                errors.append(str(exc)[:200])
+                return None
 
-    def one(i: int) -> SimResult | None:
-        try:
-            return run_participant(
-                base, slug, f"LOAD{i:06d}", skill=float(skills[i]), seed=i, images=cache
-            )
-        except (SimulationError, OSError) as exc:
-            errors.append(str(exc)[:200])
-            return None
+        def answer(entered: tuple[LeanParticipant, list[int]]) -> SimResult | None:
+            p, indices = entered
+            try:
+                for index in indices:
+                    p.trial(index)
+                return p
+            except (SimulationError, OSError) as exc:
+                errors.append(str(exc)[:200])
+                return None
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        results = [r for r in pool.map(one, range(n)) if r is not None]
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            entered = [e for e in pool.map(enter, range(n)) if e is not None]
+            trial_start, trial_cpu = time.perf_counter(), time.process_time()
+            answered = [p for p in pool.map(answer, entered) if p is not None]
+            trial_elapsed = time.perf_counter() - trial_start
+            trial_cpu = time.process_time() - trial_cpu
+            results = list(pool.map(LeanParticipant.finish, answered))
+    else:
+        skills = np.random.default_rng(0).gamma(4.0, 0.3, size=n)
+        cache = ImageCache() if shared_images else None
+
+        def one(i: int) -> SimResult | None:
+            try:
+                return run_participant(base, slug, f"LOAD{i:06d}", skill=float(skills[i]),
+                                       seed=i, images=cache)
+            except (SimulationError, OSError) as exc:
+                errors.append(str(exc)[:200])
+                return None
+
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            results = [r for r in pool.map(one, range(n)) if r is not None]
+        trial_elapsed = time.perf_counter() - start
+        trial_cpu = time.process_time() - cpu
     elapsed = time.perf_counter() - start
-    return {"results": results, "errors": errors, "elapsed_s": elapsed}
+    return {"results": results, "errors": errors, "elapsed_s": elapsed,
+            "trial_phase_s": trial_elapsed,
+            "loadgen_cpu_share": trial_cpu / (trial_elapsed * os.cpu_count())}
 
 
 def check_database(database_url: str, results: list[SimResult]) -> dict:
@@ -201,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: the conf's)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument(
+        "--browser-like", action="store_true",
+        help="drive with assay simulate's participants (images fetched and looked at) "
+        "instead of the lean driver",
+    )
+    parser.add_argument(
         "--images-per-participant",
         action="store_true",
         help="every participant fetches its own images (no shared cache, as with no CDN)",
@@ -232,13 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         with gunicorn(url, workdir, args.workers, args.threads) as base:
             log.info("gunicorn ready (%.1f s)", time.perf_counter() - t0)
             log.info("%d participants, %d at a time, against %s", n, concurrency, base)
-            load = run_load(base, slug, n, concurrency, not args.images_per_participant)
+            load = run_load(base, slug, n, concurrency, not args.images_per_participant,
+                            lean=not args.browser_like)
         results = load["results"]
         checked = check_database(url, results)
         raw = raw_insert_rate(url, concurrency, raw_seconds)
 
     latencies = np.array([ms for r in results for ms in r.latencies_ms])
-    trials_per_s = checked["stored"] / load["elapsed_s"]
+    trials_per_s = checked["stored"] / load["trial_phase_s"]
     figures = {
         "participants": n,
         "completed": sum(r.status in ("completed", "screened_out") for r in results),
@@ -247,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "trials_sent": int(sum(r.trials_sent for r in results)),
         "trials_stored": checked["stored"],
         "elapsed_s": round(load["elapsed_s"], 2),
+        "trial_phase_s": round(load["trial_phase_s"], 2),
         "trials_per_s": round(trials_per_s, 1),
         "trial_post_p50_ms": round(float(np.percentile(latencies, 50)), 2),
         "trial_post_p99_ms": round(float(np.percentile(latencies, 99)), 2),
@@ -256,17 +366,16 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_to_raw_insert": round(trials_per_s / raw["per_s"], 3),
         "cpu_count": os.cpu_count(),
         "loadavg_1m_at_start": round(load_at_start, 2),
+        "loadgen_cpu_share": round(load["loadgen_cpu_share"], 3),
+        "driver": "browser-like" if args.browser_like else "lean",
         "images": "per participant" if args.images_per_participant else "shared cache",
     }
     for error in load["errors"][:5]:
         log.info("failed participant: %s", error)
     log.info(
-        "%d trials stored in %.1f s: %.1f trials/s (participants' whole path, %d at a time)",
-        checked["stored"],
-        load["elapsed_s"],
-        trials_per_s,
-        concurrency,
-    )
+        "%d trials stored in %.1f s of trial phase: %.1f trials/s (%d at a time; whole run "
+        "%.1f s)", checked["stored"], load["trial_phase_s"], trials_per_s, concurrency,
+        load["elapsed_s"])
     log.info(
         "trial POST latency p50 %.1f ms, p99 %.1f ms",
         figures["trial_post_p50_ms"],
