@@ -52,15 +52,20 @@ ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("server_load")
 
 
-def launch_demo(database_url: str, workdir: Path) -> str:
-    """The demo study on the procedural stimulus set; returns its slug."""
-    build_procedural_set(workdir / "stimuli", seed=0)
+def launch_demo(database_url: str, workdir: Path, main: int | None = None) -> str:
+    """The demo study on the procedural stimulus set (``main`` trials each, if given);
+    returns its slug."""
+    if not (workdir / "stimuli").exists():
+        build_procedural_set(workdir / "stimuli", seed=0)
     study_file = workdir / "study.toml"
     shutil.copyfile(ROOT / "experiments" / "demos" / "2afc.toml", study_file)
     spec = load_study(study_file)
     # no recruitment target: the crowd is larger than the demo's 20 per condition
     spec = spec.model_copy(update={"recruitment": spec.recruitment.model_copy(
         update={"target_per_condition": None})})
+    if main is not None:
+        spec = spec.model_copy(update={"slug": f"{spec.slug}-{main}", "trials":
+                                       spec.trials.model_copy(update={"main": main})})
     app = create_app({"DATABASE_URL": database_url, "INSTANCE_DIR": workdir, "SECRET_KEY": "x"})
     try:
         with app.app_context():
@@ -221,6 +226,66 @@ def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool
             "loadgen_cpu_share": trial_cpu / (trial_elapsed * os.cpu_count())}
 
 
+def _entered(where: tuple[str, str, str]) -> tuple[LeanParticipant, list[int]]:
+    p = LeanParticipant(*where)
+    return p, p.enter()
+
+
+def _think_and_answer(p: LeanParticipant, indices: list[int], stop: threading.Event,
+                      think_s: float, seed: int, errors: list[str]) -> None:
+    """Until ``stop``: think, then send the next trial."""
+    rng = np.random.default_rng(seed)
+    while not stop.wait(think_s * rng.uniform(0.5, 1.5)):
+        if p.sent >= len(indices):
+            return
+        try:
+            p.trial(indices[p.sent])
+        except (SimulationError, OSError) as exc:
+            errors.append(str(exc)[:200])
+            return
+
+
+def open_loop(base: str, slug: str, steps: list[int], think_s: float, window_s: float,
+              limit_ms: float = 100.0) -> dict:
+    """Participants who think about ``think_s`` seconds (uniform 0.5-1.5x) before each
+    trial, as people do: at each step, more of them (entered beforehand, not timed) send
+    trials for ``window_s`` seconds. The largest number held with p99 <= ``limit_ms`` and
+    no failure is the result; it stops at the first step that misses."""
+    crowd: list[tuple[LeanParticipant, list[int]]] = []
+    rows, held, errors = [], 0, []
+    for n in steps:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            crowd += pool.map(_entered, [(base, slug, f"OPEN{i:06d}")
+                                         for i in range(len(crowd), n)])
+        stop = threading.Event()
+        before = [len(p.latencies_ms) for p, _ in crowd]
+        threads = [threading.Thread(target=_think_and_answer, daemon=True,
+                                    args=(*crowd[k], stop, think_s, k * 7919 + n, errors))
+                   for k in range(n)]
+        for t in threads:
+            t.start()
+        time.sleep(window_s)
+        stop.set()
+        for t in threads:
+            t.join()
+        latencies = np.array([ms for (p, _), b in zip(crowd, before, strict=True)
+                              for ms in p.latencies_ms[b:]])
+        p99 = float(np.percentile(latencies, 99)) if len(latencies) else float("inf")
+        ok = p99 <= limit_ms and not errors
+        rows.append({"participants": n, "trials": len(latencies),
+                     "trials_per_s": round(len(latencies) / window_s, 1),
+                     "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+                     "p99_ms": round(p99, 2), "ok": ok})
+        log.info("open loop: %d participants, %d trials (%.0f/s), p50 %.1f ms, p99 %.1f ms%s",
+                 n, len(latencies), len(latencies) / window_s, rows[-1]["p50_ms"], p99,
+                 "" if ok else "  <- over the limit" if not errors else f"  {errors[0]}")
+        if not ok:
+            break
+        held = n
+    results = [SimResult(p.pid, "open", None, p.sent, p.latencies_ms) for p, _ in crowd]
+    return {"max_participants": held, "steps": rows, "results": results, "errors": errors}
+
+
 def check_database(database_url: str, results: list[SimResult]) -> dict:
     """Lost trials (acknowledged but absent) and duplicate rows, counted in the database."""
     with psycopg.connect(libpq_dsn(database_url)) as conn:
@@ -303,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, help="default 16 quick, 32 otherwise")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: the conf's)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--open-loop-steps", help="participants per open-loop step, e.g. "
+                        "100,500,1000 (default 100,250,500 quick; up to 3000 otherwise)")
     parser.add_argument(
         "--browser-like", action="store_true",
         help="drive with assay simulate's participants (images fetched and looked at) "
@@ -342,8 +409,13 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%d participants, %d at a time, against %s", n, concurrency, base)
             load = run_load(base, slug, n, concurrency, not args.images_per_participant,
                             lean=not args.browser_like)
-        results = load["results"]
-        checked = check_database(url, results)
+            results = load["results"]
+            checked = check_database(url, results)
+            steps = [int(x) for x in args.open_loop_steps.split(",")] if args.open_loop_steps \
+                else ([100, 250, 500] if args.quick else [250, 500, 1000, 1500, 2000, 3000])
+            opened = open_loop(base, launch_demo(url, workdir, main=40), steps,
+                               think_s=2.0, window_s=10.0 if args.quick else 20.0)
+        open_checked = check_database(url, opened["results"])
         raw = raw_insert_rate(url, concurrency, raw_seconds)
 
     latencies = np.array([ms for r in results for ms in r.latencies_ms])
@@ -362,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         "trial_post_p99_ms": round(float(np.percentile(latencies, 99)), 2),
         "lost": checked["lost"],
         "duplicates": checked["duplicates"],
+        "open_loop_max_participants": opened["max_participants"],
+        "open_loop_think_s": 2.0,
+        "open_loop_steps": opened["steps"],
+        "open_loop_lost": open_checked["lost"],
         "raw_inserts_per_s": round(raw["per_s"], 1),
         "ratio_to_raw_insert": round(trials_per_s / raw["per_s"], 3),
         "cpu_count": os.cpu_count(),
@@ -388,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["ratio_to_raw_insert"],
     )
     print(json.dumps(figures), flush=True)
-    return 0 if not load["errors"] and checked["lost"] == 0 and not checked["duplicates"] else 1
+    clean = not load["errors"] and checked["lost"] == 0 and not checked["duplicates"]
+    return 0 if clean and open_checked["lost"] == 0 and not open_checked["duplicates"] else 1
 
 
 if __name__ == "__main__":
