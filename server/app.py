@@ -63,6 +63,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(health.bp)
     csrf.exempt(participant.api)  # token-authenticated JSON API, no cookies involved
+    limiter.exempt(participant.api)  # only entries are limited: skip its hooks per trial
 
     app.teardown_appcontext(close_db)
 
