@@ -143,7 +143,7 @@ FIELDS = ("session_id", "trial_index", "answer", "score", "rt_ms", "presented_at
 
 
 @functools.cache
-def _statements(dialect: str) -> tuple[Any, Any]:
+def _statements(dialect: str) -> tuple[Any | None, Any]:
     """The hot path's UPDATE and INSERT, built once per dialect with bound parameters (so
     that a trial costs no statement building). The INSERT selects its row only while the
     session accepts trials; PostgreSQL needs the values' types spelled out (untyped JSON
@@ -165,6 +165,8 @@ def _statements(dialect: str) -> tuple[Any, Any]:
     insert = (_INSERTS[dialect](TrialResponse).from_select(list(FIELDS), row)
               .on_conflict_do_nothing(index_elements=["session_id", "trial_index"])
               .returning(TrialResponse.id))
+    if dialect == "postgresql":  # one statement, one round trip: the UPDATE as a CTE
+        return None, insert.add_cte(start.cte("moved"))
     return start, insert
 
 
@@ -200,7 +202,8 @@ def record_trial(conn: Connection, session: Frozen, trial: TrialIn) -> bool:
         "events": [e.model_dump() for e in trial.events],
     }
     start, insert = _statements(conn.dialect.name)
-    conn.execute(start, {"session_id": session.id})
+    if start is not None:
+        conn.execute(start, {"session_id": session.id})
     inserted = conn.scalar(insert, values)
     if inserted is not None:
         return False

@@ -293,3 +293,17 @@ def test_liveness_and_readiness_probes(client, tmp_path):
     assert probe.get("/healthz").status_code == 200  # alive, but not ready
     assert probe.get("/readyz").status_code == 503
     down.extensions["assay.engine"].dispose()
+
+
+def test_a_trial_before_the_instructions_arrive_moves_the_session_on(app, client, launch):
+    """The outbox may deliver a trial before a lost instructions POST is resent: the trial
+    is stored and the session moves on to trials; before consent, it is refused."""
+    p = Participant(client, launch(), pid="P-order")
+    refused = p.post("trials", trial_body(0))
+    assert refused.status_code == 409 and "state 'consent'" in refused.json["error"]
+    assert p.post("consent", {"agree": True}).status_code == 200
+    assert p.post("trials", trial_body(0)).json == {"stored": True, "duplicate": False}
+    assert session_of(app, p).status == "trials"
+    assert p.post("trials", trial_body(0)).json == {"stored": True, "duplicate": True}
+    different = p.post("trials", trial_body(0, rt_ms=901.0))
+    assert different.status_code == 409 and "different answer" in different.json["error"]
