@@ -57,7 +57,7 @@ from server.tokens import (
     sign,
     verify,
 )
-from server.trials import FlowError, TrialIn, frozen_session, record_trial
+from server.trials import FlowError, TrialIn, frozen_session, record_trial, trial_connection
 
 log = logging.getLogger(__name__)
 pages = Blueprint("participant", __name__)
@@ -261,7 +261,7 @@ def post_trial():
         return jsonify(error=f"missing or invalid session token ({HEADER} header)"), 401
     try:
         trial = parse(TrialIn)
-        with current_app.extensions["assay.engine"].begin() as conn:
+        with trial_connection(current_app.extensions["assay.engine"]) as conn:
             frozen = frozen_session(conn, public_id)
             if frozen is None:
                 return jsonify(error="unknown session"), 401

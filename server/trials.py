@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -24,7 +26,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import Connection, bindparam, cast, exists, select, update
+from sqlalchemy import Connection, Engine, bindparam, cast, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -168,6 +170,19 @@ def _statements(dialect: str) -> tuple[Any | None, Any]:
     if dialect == "postgresql":  # one statement, one round trip: the UPDATE as a CTE
         return None, insert.add_cte(start.cte("moved"))
     return start, insert
+
+
+@contextmanager
+def trial_connection(engine: Engine) -> Iterator[Connection]:
+    """PostgreSQL stores a trial in one statement, atomic by itself: autocommit spares the
+    BEGIN and COMMIT round trips. SQLite's two statements run in one (immediate)
+    transaction."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+    else:
+        with engine.begin() as conn:
+            yield conn
 
 
 def record_trial(conn: Connection, session: Frozen, trial: TrialIn) -> bool:
