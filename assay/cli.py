@@ -17,11 +17,12 @@ from sqlalchemy import select
 
 from analysis import glmm, lmm
 from analysis.load import read_trials, tidy
+from analysis.power import FORMULA, PowerDesign, power_curve, power_plot
 from analysis.report import report_command
 from assay import __version__
 from experiments.paradigms import PARADIGMS
 from experiments.paradigms.base import PlanError
-from experiments.study import StudyFileError, StudySpec, load_study
+from experiments.study import StudyFileError, StudySpec, load_study, stimulus_dir
 from server.app import create_app
 from server.catalog import import_stimulus_set, latest_version, launch_study
 from server.config import load_config
@@ -310,6 +311,70 @@ def glmm_cmd(
     except ValueError as exc:
         _fail(str(exc))
     click.echo(json.dumps(result.to_dict()) if as_json else result.summary())
+
+
+@main.command("power")
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--effect", "effects", multiple=True, metavar="CONDITION=LOG_ODDS",
+              help="Assumed log-odds difference of a condition from the first (reference) "
+              "one; repeat for more.")
+@click.option("--intercept", type=float, default=1.0, show_default=True,
+              help="Log-odds of a correct answer in the reference condition.")
+@click.option("--sd-participant", type=float, default=0.5, show_default=True)
+@click.option("--sd-unit", type=float, default=0.5, show_default=True)
+@click.option("--exclusion-rate", type=float, default=0.0, show_default=True,
+              help="Share of participants the exclusion rules are expected to remove.")
+@click.option("--participants", default="20,40,80,160", show_default=True,
+              help="Participant numbers (all conditions together), comma-separated.")
+@click.option("--units", type=int, help="Units shown (default: the study's stimulus set's).")
+@click.option("--sims", default=200, show_default=True, help="Simulations per number.")
+@click.option("--alpha", default=0.05, show_default=True)
+@click.option("--one-sided", is_flag=True, help="Test a positive effect only.")
+@click.option("--workers", type=int, help="Processes (default: every core).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write power.csv and power.png here.")
+def power_cmd(study_file: Path, effects: tuple[str, ...], intercept: float,
+              sd_participant: float, sd_unit: float, exclusion_rate: float,
+              participants: str, units: int | None, sims: int, alpha: float,
+              one_sided: bool, workers: int | None, seed: int, out_dir: Path | None) -> None:
+    """Power of the study's confirmatory GLMM by simulation, across participant numbers."""
+    try:
+        spec = load_study(study_file)
+    except StudyFileError as exc:
+        _fail(str(exc))
+    conditions = tuple(c.name for c in spec.conditions)
+    assumed = {}
+    for text in effects:
+        name, _, value = text.partition("=")
+        try:
+            assumed[name] = float(value)
+        except ValueError:
+            _fail(f"--effect {text!r}: expected CONDITION=LOG_ODDS, e.g. "
+                  f"{conditions[-1]}=0.5")
+    if units is None:
+        manifest = stimulus_dir(spec, study_file) / "manifest.json"
+        if not manifest.exists():
+            _fail(f"no stimulus set at {manifest.parent}: give --units")
+        units = len(json.loads(manifest.read_text())["entries"])
+    try:
+        numbers = [int(n) for n in participants.split(",")]
+        design = PowerDesign(conditions=conditions, effects=assumed, intercept=intercept,
+                             trials=spec.trials.main, units=units,
+                             sd_participant=sd_participant, sd_unit=sd_unit,
+                             exclusion_rate=exclusion_rate)
+    except ValueError as exc:
+        _fail(str(exc))
+    curve = power_curve(design, numbers, n_sims=sims, alpha=alpha, one_sided=one_sided,
+                        seed=seed, workers=workers)
+    click.echo(f"{FORMULA}, test of condition{conditions[1]} at alpha {alpha}"
+               f"{' (one-sided)' if one_sided else ''}; {sims} simulations per number")
+    click.echo(curve.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        curve.to_csv(out_dir / "power.csv", index=False)
+        power_plot(curve).savefig(out_dir / "power.png", dpi=120)
+        click.echo(f"wrote {out_dir / 'power.csv'} and {out_dir / 'power.png'}")
 
 
 @main.command("report")

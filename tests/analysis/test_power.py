@@ -1,0 +1,83 @@
+"""Power analysis by simulation: with no random effects the simulated power of the GLMM's
+Wald test matches the analytic power of a logistic regression within Monte Carlo error;
+the simulated design is the study's; the command writes its table and plot."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.power import PowerDesign, analytic_power, power_curve, simulate_trials, wilson
+from tests.cli.test_cli import run
+
+DESIGN = PowerDesign(conditions=("A", "B"), effects={"B": 0.5}, intercept=0.5, trials=20,
+                     units=40)
+
+
+@pytest.fixture(scope="module")
+def curve() -> pd.DataFrame:
+    return power_curve(DESIGN, [20, 40], n_sims=50, workers=2, progress=False, seed=1)
+
+
+def test_zero_variance_power_matches_logistic_regression(curve):
+    for row in curve.itertuples():
+        expected = analytic_power(DESIGN, row.participants)
+        mc_se = math.sqrt(expected * (1 - expected) / row.n_sims)
+        assert abs(row.power - expected) < 3 * mc_se + 0.02, (row, expected)
+        assert row.failed == 0 and row.lower <= row.power <= row.upper
+    assert curve["power"].iloc[1] > curve["power"].iloc[0]  # more participants, more power
+    assert curve["mean_estimate"].between(0.3, 0.7).all()  # the effect is recovered
+
+
+def test_no_effect_rejects_at_about_alpha():
+    null = PowerDesign(conditions=("A", "B"), effects={}, intercept=0.5, trials=20, units=40,
+                       sd_participant=0.5, sd_unit=0.5)
+    row = power_curve(null, [30], n_sims=40, workers=2, progress=False).iloc[0]
+    assert row.power <= 0.2 and row.lower <= 0.05
+
+
+def test_simulated_data_follow_the_design():
+    design = PowerDesign(conditions=("A", "B", "C"), effects={"C": 1.0}, intercept=0.0,
+                         trials=12, units=30, sd_participant=1.0, exclusion_rate=0.25)
+    data = simulate_trials(design, 400, np.random.default_rng(0))
+    per = data.groupby("participant")
+    assert (per.size() == 12).all() and (per["unit_id"].nunique() == 12).all()
+    assert 250 < data["participant"].nunique() < 350  # about a quarter excluded
+    counts = per["condition"].first().value_counts()
+    assert counts.max() - counts.min() < 40
+    means = data.groupby("condition", observed=True)["correct"].mean()
+    assert means["C"] > means["A"] + 0.1
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"conditions": ("A",)}, "at least two"),
+    ({"effects": {"A": 1.0}}, "not conditions other than the reference"),
+    ({"trials": 50}, "trials: between 1 and units"),
+    ({"sd_unit": -1.0}, "SDs must be >= 0"),
+])
+def test_bad_designs_name_the_problem(bad, match):
+    settings = dict(conditions=("A", "B"), effects={}, intercept=0.0, trials=10, units=20)
+    with pytest.raises(ValueError, match=match):
+        PowerDesign(**{**settings, **bad})
+
+
+def test_wilson_interval():
+    assert wilson(0, 10)[0] == 0 and 0 < wilson(0, 10)[1] < 0.35
+    low, high = wilson(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+
+
+def test_the_power_command_writes_table_and_plot(tmp_path):
+    study = "experiments/demos/2afc.toml"
+    result = run("power", study, "--effect", "dictionary=0.8", "--units", 24,
+                 "--participants", "8,16", "--sims", 6, "--workers", 1, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "power.csv")
+    assert list(table["participants"]) == [8, 16] and (table["n_sims"] == 6).all()
+    assert (tmp_path / "power.png").stat().st_size > 5000
+    assert "test of conditiondictionary" in result.output
+    bad = run("power", study, "--effect", "dictionary:0.8", "--units", 24)
+    assert bad.exit_code != 0 and "expected CONDITION=LOG_ODDS" in bad.output
