@@ -31,6 +31,7 @@ from server.export import trial_rows, write_export
 from server.extensions import get_db
 from server.migrate import SchemaError, check_at_head, upgrade
 from server.models import STUDY_STATES, Study
+from server.psychds import write_psych_ds
 from server.researchers import create_researcher
 from server.simulate import SimulationError, simulate
 from stimuli.procedural import build_procedural_set
@@ -246,22 +247,38 @@ def admin_create_user(username: str, password: str, database_url: str | None) ->
 
 @main.command("export")
 @click.argument("slug")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="A CSV or Parquet file.")
+@click.option("--psych-ds", "psych_ds", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a psych-DS dataset folder here instead (or as well).")
 @click.option("--include-preview", is_flag=True, help="Also export preview sessions.")
 @db_option
-def export(slug: str, out: Path, include_preview: bool, database_url: str | None) -> None:
-    """Write tidy trial-level data (CSV, or Parquet for a .parquet file name)."""
+def export(slug: str, out: Path | None, psych_ds: Path | None, include_preview: bool,
+           database_url: str | None) -> None:
+    """Write tidy trial-level data (CSV, Parquet for a .parquet file name, psych-DS)."""
+    if out is None and psych_ds is None:
+        _fail("give --out FILE, --psych-ds DIR, or both")
     app = _reader_app(database_url)
     with app.app_context():
-        frame = trial_rows(get_db(), slug, include_preview=include_preview)
+        db = get_db()
+        frame = trial_rows(db, slug, include_preview=include_preview)
+        found = launched_spec(db, slug)
     app.extensions["assay.engine"].dispose()
+    written = []
     try:
-        write_export(frame, out)
+        if out is not None:
+            write_export(frame, out)
+            written.append(str(out))
+        if psych_ds is not None:
+            title = found[0].title if found else slug
+            write_psych_ds(frame, psych_ds, slug=slug, title=title,
+                           description=f"Trial-level responses of the Assay study {slug!r} "
+                           f"({title}).")
+            written.append(f"{psych_ds} (psych-DS)")
     except ValueError as exc:
         _fail(str(exc))
-    click.echo(
-        f"wrote {len(frame)} trials of {frame['participant'].nunique()} participants to {out}"
-    )
+    click.echo(f"wrote {len(frame)} trials of {frame['participant'].nunique()} participants "
+               f"to {' and '.join(written)}")
 
 
 @main.command("simulate")
