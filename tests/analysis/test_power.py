@@ -5,12 +5,22 @@ the simulated design is the study's; the command writes its table and plot."""
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.power import PowerDesign, analytic_power, power_curve, simulate_trials, wilson
+from analysis.power import (
+    FORMULA,
+    PowerDesign,
+    analytic_power,
+    power_curve,
+    run_one,
+    simulate_trials,
+    wilson,
+)
 from tests.cli.test_cli import run
 
 DESIGN = PowerDesign(conditions=("A", "B"), effects={"B": 0.5}, intercept=0.5, trials=20,
@@ -81,3 +91,40 @@ def test_the_power_command_writes_table_and_plot(tmp_path):
     assert "test of conditiondictionary" in result.output
     bad = run("power", study, "--effect", "dictionary:0.8", "--units", 24)
     assert bad.exit_code != 0 and "expected CONDITION=LOG_ODDS" in bad.output
+
+
+LME4_DECISIONS = """
+suppressMessages(library(lme4))
+files <- sort(list.files("{folder}", pattern = "\\\\.csv$", full.names = TRUE))
+for (f in files) {{
+  d <- read.csv(f)
+  d$condition <- factor(d$condition, levels = c("A", "B"))
+  m <- suppressMessages(suppressWarnings(glmer({formula}, data = d, family = binomial)))
+  cat(sprintf("%s %.10f\\n", basename(f), coef(summary(m))["conditionB", "Pr(>|z|)"]))
+}}
+"""
+
+
+def lme4_available() -> bool:
+    if shutil.which("Rscript") is None:
+        return False
+    check = subprocess.run(["Rscript", "-e", "library(lme4)"], capture_output=True)
+    return check.returncode == 0
+
+
+@pytest.mark.skipif(not lme4_available(), reason="Rscript with lme4 not installed")
+def test_power_matches_lme4_refits_of_the_same_datasets(tmp_path):
+    design = PowerDesign(conditions=("A", "B"), effects={"B": 0.5}, intercept=0.5,
+                         trials=20, units=40, sd_participant=0.6, sd_unit=0.4)
+    n, sims = 30, 30
+    for i in range(sims):
+        data = simulate_trials(design, n, np.random.default_rng([3, n, i]))
+        data.to_csv(tmp_path / f"d{i:03d}.csv", index=False)
+    script = LME4_DECISIONS.format(folder=tmp_path, formula=FORMULA)
+    out = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=True)
+    lme4_p = np.array([float(line.split()[1]) for line in out.stdout.splitlines()])
+    ours = [run_one(design, n, "conditionB", 0.05, False, (3, n, i)) for i in range(sims)]
+    agree = sum((p < 0.05) == r.rejected for p, r in zip(lme4_p, ours, strict=True))
+    assert agree >= sims - 1  # a p-value right at alpha may fall either side
+    row = power_curve(design, [n], n_sims=sims, seed=3, workers=1, progress=False).iloc[0]
+    assert abs(row.power - float(np.mean(lme4_p < 0.05))) <= 1 / sims + 1e-9
