@@ -23,6 +23,7 @@ from assay import __version__
 from experiments.paradigms import PARADIGMS
 from experiments.paradigms.base import PlanError
 from experiments.study import StudyFileError, StudySpec, load_study, stimulus_dir
+from server.access import add_member, audit
 from server.app import create_app
 from server.catalog import import_stimulus_set, latest_version, launch_study
 from server.config import load_config
@@ -30,7 +31,7 @@ from server.devserver import serving
 from server.export import trial_rows, write_export
 from server.extensions import get_db
 from server.migrate import SchemaError, check_at_head, upgrade
-from server.models import STUDY_STATES, Study
+from server.models import ROLES, STUDY_STATES, Study
 from server.psychds import write_psych_ds
 from server.researchers import create_researcher
 from server.simulate import SimulationError, simulate
@@ -181,9 +182,11 @@ def study_validate(file: Path) -> None:
 
 @study.command("launch")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--owner", help="The researcher who owns the study (sees and manages it).")
 @db_option
 @base_url_option
-def study_launch(file: Path, database_url: str | None, base_url: str) -> None:
+def study_launch(file: Path, owner: str | None, database_url: str | None,
+                 base_url: str) -> None:
     """Validate a study, import its stimuli, create a version, print the participant URL."""
     try:
         spec = load_study(file)
@@ -192,7 +195,12 @@ def study_launch(file: Path, database_url: str | None, base_url: str) -> None:
             db_session = get_db()
             with db_session.begin():
                 launched = launch_study(db_session, spec, file)
-    except (StudyFileError, StimulusSetError, PlanError) as exc:
+                study_row = db_session.scalar(select(Study).where(Study.slug == launched.slug))
+                if owner is not None:
+                    add_member(db_session, launched.slug, owner, "owner")
+                audit(db_session, "cli", "launch", study_row, version=launched.version,
+                      created=launched.created, owner=owner)
+    except (StudyFileError, StimulusSetError, PlanError, ValueError) as exc:
         _fail(str(exc))
     what = "created" if launched.created else "unchanged, still"
     click.echo(
@@ -217,7 +225,8 @@ def study_state(slug: str, state: str | None, database_url: str | None) -> None:
             row = db_session.scalar(select(Study).where(Study.slug == slug))
             if row is None:
                 _fail(f"no study {slug!r}")
-            if state is not None:
+            if state is not None and state != row.state:
+                audit(db_session, "cli", "set_state", row, before=row.state, after=state)
                 row.state = state
             shown = row.state
     click.echo(f"study {slug}: {shown}")
@@ -231,18 +240,42 @@ def admin() -> None:
 @admin.command("create-user")
 @click.argument("username")
 @click.password_option(envvar="ASSAY_NEW_PASSWORD")
+@click.option("--admin", "is_admin", is_flag=True, help="An admin sees and manages every study.")
 @db_option
-def admin_create_user(username: str, password: str, database_url: str | None) -> None:
+def admin_create_user(username: str, password: str, is_admin: bool,
+                      database_url: str | None) -> None:
     """Create a researcher who can log in to the dashboard."""
     app = _app(database_url)
     with app.app_context():
         db_session = get_db()
         try:
             with db_session.begin():
-                create_researcher(db_session, username, password)
+                create_researcher(db_session, username, password, is_admin=is_admin)
         except ValueError as exc:
             _fail(str(exc))
-    click.echo(f"created researcher {username}")
+    click.echo(f"created {'admin' if is_admin else 'researcher'} {username}")
+
+
+@admin.command("add-member")
+@click.argument("slug")
+@click.argument("username")
+@click.option("--role", type=click.Choice(ROLES), default="collaborator", show_default=True,
+              help="owner: everything; collaborator: also pause, resume, close; viewer: "
+              "progress and data only.")
+@db_option
+def admin_add_member(slug: str, username: str, role: str, database_url: str | None) -> None:
+    """Give a researcher a role on a study."""
+    app = _app(database_url)
+    with app.app_context():
+        db_session = get_db()
+        try:
+            with db_session.begin():
+                add_member(db_session, slug, username, role)
+                study_row = db_session.scalar(select(Study).where(Study.slug == slug))
+                audit(db_session, "cli", "add_member", study_row, username=username, role=role)
+        except ValueError as exc:
+            _fail(str(exc))
+    click.echo(f"{username} is now {role} of {slug}")
 
 
 @main.command("export")
@@ -262,7 +295,7 @@ def export(slug: str, out: Path | None, psych_ds: Path | None, include_preview: 
     with app.app_context():
         db = get_db()
         frame = trial_rows(db, slug, include_preview=include_preview)
-        found = launched_spec(db, slug)
+        found = launched_spec(db, slug)  # read only: dashboard downloads are audited
     app.extensions["assay.engine"].dispose()
     written = []
     try:
@@ -569,6 +602,7 @@ def demo(
                 launched = launch_study(db_session, spec, study_file)
                 with contextlib.suppress(ValueError):  # made by an earlier run
                     create_researcher(db_session, *DEMO_USER)
+                add_member(db_session, launched.slug, DEMO_USER[0], "owner")
     except (PlanError, StimulusSetError) as exc:
         _fail(str(exc))
     click.echo(f"demo study {launched.slug} version {launched.version}, database {url_db}")

@@ -6,12 +6,12 @@ import io
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
-from sqlalchemy import select
 
 from experiments.study import SLUG
+from server.access import ALLOWED, audit, require, role_of, visible_studies
 from server.export import trial_rows
 from server.extensions import get_db, limiter, login_manager
-from server.models import Study
+from server.models import Researcher
 from server.researchers import ResearcherUser, authenticate, revoke_logins, study_progress
 
 bp = Blueprint("dashboard", __name__)
@@ -46,21 +46,56 @@ def logout():
     return redirect(url_for("dashboard.login"))
 
 
+def researcher() -> Researcher:
+    """The logged-in researcher's row (login_required has loaded a valid one)."""
+    return get_db().get(Researcher, current_user.researcher_id)
+
+
 @bp.get("/")
 @bp.get("/dashboard")
 @login_required
 def index():
-    return render_template("dashboard.html", studies=study_progress(get_db()))
+    db = get_db()
+    me = researcher()
+    return render_template("dashboard.html", studies=study_progress(db, visible_studies(db, me)),
+                           can_set_state={s.slug for s in visible_studies(db, me)
+                                          if role_of(db, me, s) in ALLOWED["set_state"]})
+
+
+@bp.post("/dashboard/<slug>/state")
+@login_required
+def set_state(slug: str):
+    """Pause, resume (open) or close a study: new participants are let in only while it is
+    open; those already inside may finish."""
+    state = request.form.get("state", "")
+    if state not in ("open", "paused", "closed"):
+        abort(400, description="state must be open, paused or closed")
+    if not SLUG.match(slug):
+        abort(404, description=f"no study {slug!r}")
+    db = get_db()
+    me = researcher()
+    study = require(db, me, slug, "set_state")
+    if study.state != state:
+        audit(db, me.username, "set_state", study, before=study.state, after=state)
+        study.state = state
+        db.commit()
+    flash(f"{slug} is {state}.")
+    return redirect(url_for("dashboard.index"))
 
 
 @bp.get("/dashboard/<slug>/trials.csv")
 @login_required
 def download(slug: str):
     db = get_db()
-    if not SLUG.match(slug) or db.scalar(select(Study.id).where(Study.slug == slug)) is None:
+    if not SLUG.match(slug):
         abort(404, description=f"no study {slug!r}")
+    me = researcher()
+    study = require(db, me, slug, "download")
     buffer = io.StringIO()
-    trial_rows(db, slug).to_csv(buffer, index=False)
+    frame = trial_rows(db, slug)
+    frame.to_csv(buffer, index=False)
+    audit(db, me.username, "export", study, format="csv", rows=len(frame))
+    db.commit()
     return Response(
         buffer.getvalue(),
         mimetype="text/csv",

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -155,3 +156,30 @@ class Researcher(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     # in every session cookie; logging out bumps it, which revokes the cookies handed out
     login_generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+ROLES = ("owner", "collaborator", "viewer")  # what each may do: server.access.ALLOWED
+
+
+class StudyMember(Base):
+    """A researcher's role on a study; researchers see only the studies they belong to."""
+
+    __tablename__ = "study_members"
+    __table_args__ = (UniqueConstraint("study_id", "researcher_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    researcher_id: Mapped[int] = mapped_column(ForeignKey("researchers.id"), index=True)
+    role: Mapped[str] = mapped_column(String(20))
+
+
+class AuditEntry(Base):
+    """Who did what to a study, when: launches, state changes, exports, withdrawals."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(100))  # a researcher's username, or "cli"
+    action: Mapped[str] = mapped_column(String(50))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    detail: Mapped[dict[str, Any]]

@@ -21,6 +21,7 @@ class ResearcherUser(UserMixin):
 
     def __init__(self, researcher_id: int, username: str, generation: int) -> None:
         self.id = f"{researcher_id}.{generation}"
+        self.researcher_id = researcher_id
         self.username = username
 
     @staticmethod
@@ -41,14 +42,16 @@ def revoke_logins(db: Session, researcher_id: int) -> None:
         row.login_generation += 1
 
 
-def create_researcher(db: Session, username: str, password: str) -> Researcher:
+def create_researcher(db: Session, username: str, password: str, *,
+                      is_admin: bool = False) -> Researcher:
     if not username or len(username) > 100:
         raise ValueError("username must be 1-100 characters")
     if len(password) < 10:
         raise ValueError("password must be at least 10 characters")
     if db.scalar(select(Researcher).where(Researcher.username == username)):
         raise ValueError(f"researcher {username!r} already exists")
-    row = Researcher(username=username, password_hash=generate_password_hash(password))
+    row = Researcher(username=username, password_hash=generate_password_hash(password),
+                     is_admin=is_admin)
     db.add(row)
     db.flush()
     return row
@@ -89,10 +92,10 @@ class StudyProgress:
     conditions: list[ConditionProgress]
 
 
-def study_progress(db: Session) -> list[StudyProgress]:
+def study_progress(db: Session, studies: list[Study]) -> list[StudyProgress]:
     """Live sessions per study and condition (pilot and preview sessions left out)."""
     out = []
-    for study in db.scalars(select(Study).order_by(Study.slug)):
+    for study in studies:
         latest: StudyVersion = study.versions[-1]
         counts = {c["condition"]: {} for c in latest.cells}
         rows = db.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -265,8 +266,8 @@ def test_export_and_report_never_migrate_and_accept_postgres_spellings(tmp_path,
                  ("report", "demo-2afc", "--out", tmp_path / "r")):
         result = run(*args, "--database-url", launched_db)
         assert result.exit_code == 2
-        assert "is at schema revision 0003, not 0005: run `assay db upgrade` first" in \
-            result.output
+        assert re.search(r"is at schema revision 0003, not \d{4}: run `assay db upgrade` first",
+                         result.output)
     assert count(launched_db, Study) == 1  # still there, still at 0003
     spelled = run("export", "demo-2afc", "--out", tmp_path / "t.csv", "--database-url",
                   "postgres://nobody:secret@127.0.0.1:1/none")

@@ -17,11 +17,13 @@ from tests.server.test_api import session_of
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-def login(client, app, username="alice", password="correct horse battery"):
+def login(client, app, username="alice", password="correct horse battery", *,
+          is_admin: bool = True):
+    """Create a researcher (an admin by default: sees every study) and log them in."""
     with app.app_context():
         db = get_db()
         with db.begin():
-            create_researcher(db, username, password)
+            create_researcher(db, username, password, is_admin=is_admin)
     token = CSRF.search(client.get("/login").get_data(True)).group(1)
     return client.post(
         "/login", data={"username": username, "password": password, "csrf_token": token}
