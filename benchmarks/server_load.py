@@ -9,8 +9,11 @@ Then measures raw single-row INSERT throughput of the same PostgreSQL at the sam
 (psycopg, one transaction per row, into a scratch table shaped like trial_responses: same
 columns, unique key and foreign key). Prints trials stored per second, p50/p99 latency of
 trial POSTs, lost trials (answered 2xx but missing from the database), duplicate rows (beyond
-one per session and trial), and the ratio to the raw INSERT rate. The last line is one JSON
-object with those figures.
+one per session and trial), and the ratio to the raw INSERT rate. Then, unless --no-psiturk,
+Assay and psiTurk 3.3.1 side by side at 16 and at 100 trials per participant, the same
+participants, concurrency and gunicorn workers (benchmarks/psiturk.py: psiTurk saves the whole
+accumulated task data after every trial, so its bytes per trial grow with study length). The
+last line is one JSON object with those figures.
 
 Client, server and database share the machine's cores: the figures are for this machine and
 this setup, not a capacity plan.
@@ -22,6 +25,7 @@ import argparse
 import http.client
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -49,14 +53,19 @@ from server.tokens import HEADER
 from stimuli.procedural import build_procedural_set
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.psiturk import run_psiturk  # noqa: E402
+
 log = logging.getLogger("server_load")
 
 
-def launch_demo(database_url: str, workdir: Path, main: int | None = None) -> str:
-    """The demo study on the procedural stimulus set (``main`` trials each, if given);
-    returns its slug."""
+def launch_demo(database_url: str, workdir: Path, main: int | None = None,
+                stimuli: dict | None = None) -> str:
+    """The demo study on the procedural stimulus set (``main`` trials each, if given; the
+    set built with ``stimuli``'s options, if given); returns its slug."""
     if not (workdir / "stimuli").exists():
-        build_procedural_set(workdir / "stimuli", seed=0)
+        build_procedural_set(workdir / "stimuli", seed=0, **(stimuli or {}))
     study_file = workdir / "study.toml"
     shutil.copyfile(ROOT / "experiments" / "demos" / "2afc.toml", study_file)
     spec = load_study(study_file)
@@ -110,6 +119,7 @@ class LeanParticipant:
         self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
         self.slug, self.pid, self.headers = slug, pid, {"Content-Type": "application/json"}
         self.latencies_ms: list[float] = []
+        self.trial_bytes = 0  # request bodies of trial POSTs
         self.sent = 0
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
@@ -151,6 +161,7 @@ class LeanParticipant:
         body = {"trial_index": index, "answer": {"choice": "a", "confidence": 2},
                 "rt_ms": 900.0, "presented_at": shown.isoformat(),
                 "responded_at": (shown + timedelta(milliseconds=900)).isoformat()}
+        self.trial_bytes += len(json.dumps(body))  # ASCII: one byte a character
         start = time.perf_counter()
         status, data = self.request("POST", "/api/trials", body)
         self.latencies_ms.append((time.perf_counter() - start) * 1000)
@@ -203,6 +214,7 @@ def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool
             answered = [p for p in pool.map(answer, entered) if p is not None]
             trial_elapsed = time.perf_counter() - trial_start
             trial_cpu = time.process_time() - trial_cpu
+            trial_bytes = sum(p.trial_bytes for p in answered)
             results = list(pool.map(LeanParticipant.finish, answered))
     else:
         skills = np.random.default_rng(0).gamma(4.0, 0.3, size=n)
@@ -220,10 +232,68 @@ def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool
             results = [r for r in pool.map(one, range(n)) if r is not None]
         trial_elapsed = time.perf_counter() - start
         trial_cpu = time.process_time() - cpu
+        trial_bytes = 0  # not counted
     elapsed = time.perf_counter() - start
     return {"results": results, "errors": errors, "elapsed_s": elapsed,
-            "trial_phase_s": trial_elapsed,
+            "trial_phase_s": trial_elapsed, "trial_bytes": trial_bytes,
             "loadgen_cpu_share": trial_cpu / (trial_elapsed * os.cpu_count())}
+
+
+def run_assay(postgres_url: str, participants: int, trials: int, concurrency: int,
+              workers: int | None = None, threads: int = 4) -> dict:
+    """The lean closed loop at ``trials`` trials per participant (practice, main and catch),
+    on a scratch database and gunicorn of its own: Assay's side of benchmarks/psiturk.py's
+    ``run_psiturk``, with the same keys."""
+    spec = load_study(ROOT / "experiments" / "demos" / "2afc.toml")
+    practice, rate = spec.practice.trials, spec.trials.catch_rate
+    # catch trials come on top of trials.main (round(catch_rate * main) of them)
+    main = next((m for m in range(1, trials) if practice + m + round(rate * m) == trials), None)
+    if main is None:
+        raise ValueError(f"no trials.main gives the demo {trials} trials per participant")
+    # 12 units per condition (6 per kind, 2 layers), n_queries query pairs each
+    stimuli = {"n_queries": max(4, math.ceil(trials / 12))}
+    with (
+        tempfile.TemporaryDirectory(prefix="assay-bench-") as tmp,
+        scratch_database(postgres_url) as url,
+    ):
+        workdir = Path(tmp)
+        slug = launch_demo(url, workdir, main=main, stimuli=stimuli)
+        with gunicorn(url, workdir, workers, threads) as base:
+            load = run_load(base, slug, participants, concurrency, shared_images=True)
+        checked = check_database(url, load["results"])
+    results = load["results"]
+    sent = sum(r.trials_sent for r in results)
+    if any(r.trials_sent != trials for r in results):
+        raise RuntimeError(f"trials.main = {main} did not give {trials} trials each")
+    latencies = np.array([ms for r in results for ms in r.latencies_ms])
+    for error in load["errors"][:5]:
+        log.info("failed participant: %s", error)
+    return {
+        "participants": participants, "trials": trials, "failed": len(load["errors"]),
+        "trials_sent": sent, "trials_stored": checked["stored"],
+        "trial_phase_s": round(load["trial_phase_s"], 2),
+        "trials_per_s": round(checked["stored"] / load["trial_phase_s"], 1),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+        "bytes_per_trial": round(load["trial_bytes"] / max(sent, 1)),
+        "lost": checked["lost"], "duplicates": checked["duplicates"],
+        "loadgen_cpu_share": round(load["loadgen_cpu_share"], 3),
+    }
+
+
+def by_trials(postgres_url: str, participants: int, concurrency: int, workers: int | None,
+              threads: int, lengths: tuple[int, ...] = (16, 100)) -> dict[str, dict]:
+    """Assay and psiTurk side by side at each study length, the same participants, trials,
+    concurrency and gunicorn workers and threads; {"assay"|"psiturk": {str(trials): ...}}."""
+    runs: dict[str, dict] = {"assay": {}, "psiturk": {}}
+    for trials in lengths:
+        for name, run in (("assay", run_assay), ("psiturk", run_psiturk)):
+            got = run(postgres_url, participants, trials, concurrency, workers, threads)
+            runs[name][str(trials)] = got
+            log.info("%s, %d trials each: %.1f trials/s, p50 %.1f ms, p99 %.1f ms, %d bytes "
+                     "per trial, lost %d", name, trials, got["trials_per_s"], got["p50_ms"],
+                     got["p99_ms"], got["bytes_per_trial"], got["lost"])
+    return runs
 
 
 def _entered(where: tuple[str, str, str]) -> tuple[LeanParticipant, list[int]]:
@@ -363,7 +433,7 @@ def raw_insert_rate(database_url: str, concurrency: int, seconds: float) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="a short run (about 90 s)")
     parser.add_argument("--participants", type=int, help="default 60 quick, 400 otherwise")
     parser.add_argument("--concurrency", type=int, help="default 16 quick, 32 otherwise")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: the conf's)")
@@ -380,6 +450,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="every participant fetches its own images (no shared cache, as with no CDN)",
     )
+    parser.add_argument(
+        "--no-psiturk", action="store_true",
+        help="skip the side by side with psiTurk 3.3.1 (its environment, .venv-psiturk, is "
+        "made on first use)",
+    )
+    parser.add_argument("--compare-participants", type=int,
+                        help="participants in the psiTurk side by side (default 30 quick, 100)")
+    parser.add_argument("--compare-concurrency", type=int,
+                        help="concurrency of the psiTurk side by side (default 8 quick, 32)")
     parser.add_argument(
         "--postgres",
         default=os.environ.get(
@@ -417,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
                                think_s=2.0, window_s=10.0 if args.quick else 20.0)
         open_checked = check_database(url, opened["results"])
         raw = raw_insert_rate(url, concurrency, raw_seconds)
+    compare_n = args.compare_participants or (30 if args.quick else 100)
+    compare_concurrency = args.compare_concurrency or (8 if args.quick else 32)
+    side = {"assay": {}, "psiturk": {}} if args.no_psiturk else by_trials(
+        args.postgres, compare_n, compare_concurrency, args.workers, args.threads)
 
     latencies = np.array([ms for r in results for ms in r.latencies_ms])
     trials_per_s = checked["stored"] / load["trial_phase_s"]
@@ -446,6 +529,15 @@ def main(argv: list[str] | None = None) -> int:
         "driver": "browser-like" if args.browser_like else "lean",
         "images": "per participant" if args.images_per_participant else "shared cache",
     }
+    if not args.no_psiturk:
+        shown = ("trials_per_s", "p99_ms", "bytes_per_trial", "lost")
+        figures["psiturk"] = {k: {f: v[f] for f in shown} for k, v in side["psiturk"].items()}
+        figures["assay_by_trials"] = {k: {f: v[f] for f in shown}
+                                      for k, v in side["assay"].items()}
+        figures["speedup_vs_psiturk_100"] = round(
+            side["assay"]["100"]["trials_per_s"] / side["psiturk"]["100"]["trials_per_s"], 2)
+        figures["compare_participants"] = compare_n
+        figures["compare_concurrency"] = compare_concurrency
     for error in load["errors"][:5]:
         log.info("failed participant: %s", error)
     log.info(
@@ -465,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps(figures), flush=True)
     clean = not load["errors"] and checked["lost"] == 0 and not checked["duplicates"]
+    clean = clean and all(not r["failed"] and not r["lost"] and not r["duplicates"]
+                          for r in side["assay"].values())
     return 0 if clean and open_checked["lost"] == 0 and not open_checked["duplicates"] else 1
 
 
