@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import io
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user, login_required, login_user, logout_user
 
 from experiments.study import SLUG
@@ -12,7 +22,13 @@ from server.access import ALLOWED, audit, require, role_of, visible_studies
 from server.export import trial_rows
 from server.extensions import get_db, limiter, login_manager
 from server.models import Researcher
-from server.researchers import ResearcherUser, authenticate, revoke_logins, study_progress
+from server.researchers import (
+    ResearcherUser,
+    authenticate,
+    progress_series,
+    revoke_logins,
+    study_progress,
+)
 
 bp = Blueprint("dashboard", __name__)
 
@@ -81,6 +97,15 @@ def set_state(slug: str):
         db.commit()
     flash(f"{slug} is {state}.")
     return redirect(url_for("dashboard.index"))
+
+
+@bp.get("/dashboard/<slug>/progress.json")
+@login_required
+def progress(slug: str):
+    if not SLUG.match(slug):
+        abort(404, description=f"no study {slug!r}")
+    db = get_db()
+    return jsonify(progress_series(db, require(db, researcher(), slug, "view")))
 
 
 @bp.get("/dashboard/<slug>/trials.csv")

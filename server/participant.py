@@ -76,6 +76,7 @@ VENDOR = {
     "plugin-survey-html-form.js": "@jspsych/plugin-survey-html-form/dist/index.browser.min.js",
     "plugin-preload.js": "@jspsych/plugin-preload/dist/index.browser.min.js",
     "plugin-instructions.js": "@jspsych/plugin-instructions/dist/index.browser.min.js",
+    "chart.js": "chart.js/dist/chart.umd.min.js",  # the dashboard's plots
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import secrets
 from dataclasses import dataclass
+from datetime import UTC
 
+import numpy as np
 from flask_login import UserMixin
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from experiments.study import StudySpec
-from server.models import ParticipantSession, Researcher, Study, StudyVersion
+from server.models import ParticipantSession, Researcher, Study, StudyVersion, TrialResponse
 
 
 class ResearcherUser(UserMixin):
@@ -125,3 +127,47 @@ def study_progress(db: Session, studies: list[Study]) -> list[StudyProgress]:
             )
         )
     return out
+
+
+def progress_series(db: Session, study: Study) -> dict:
+    """A study's live sessions over time, for the dashboard's plots: per condition, the
+    cumulative arrivals, completions and screen-outs at each event (minutes since the study
+    was created); pilot and preview counts; the median duration of completed sessions; and
+    the accuracy so far per condition (shown with a warning against peeking)."""
+    origin = study.created_at
+    rows = db.execute(
+        select(ParticipantSession.condition, ParticipantSession.mode, ParticipantSession.status,
+               ParticipantSession.started_at, ParticipantSession.finished_at)
+        .where(ParticipantSession.study_id == study.id)).all()
+    series: dict[str, dict[str, list[tuple[float, str]]]] = {}
+    modes = {"live": 0, "pilot": 0, "preview": 0}
+    durations = []
+    for condition, mode, status, started, finished in rows:
+        modes[mode] = modes.get(mode, 0) + 1
+        if mode != "live":
+            continue
+        events = series.setdefault(condition, {"arrivals": [], "completed": [],
+                                               "screened_out": []})
+        events["arrivals"].append(_minutes(started, origin))
+        if status in ("completed", "screened_out") and finished is not None:
+            events[status].append(_minutes(finished, origin))
+            if status == "completed":
+                durations.append(_minutes(finished, started))
+    accuracy = dict(db.execute(
+        select(ParticipantSession.condition, func.avg(TrialResponse.score))
+        .join(TrialResponse, TrialResponse.session_id == ParticipantSession.id)
+        .where(ParticipantSession.study_id == study.id, ParticipantSession.mode == "live")
+        .group_by(ParticipantSession.condition)).all())
+    return {
+        "slug": study.slug,
+        "conditions": {c: {k: [[t, i + 1] for i, t in enumerate(sorted(v))]
+                           for k, v in events.items()} for c, events in sorted(series.items())},
+        "sessions": modes,
+        "median_minutes": float(np.median(durations)) if durations else None,
+        "accuracy": {c: round(float(a), 4) for c, a in sorted(accuracy.items())},
+    }
+
+
+def _minutes(later, earlier) -> float:
+    later, earlier = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (later, earlier))
+    return round((later - earlier).total_seconds() / 60, 3)
