@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     jsonify,
     redirect,
     render_template,
     request,
+    send_file,
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
 
-from experiments.study import SLUG
+from analysis.report import report_command
+from experiments.study import SLUG, StudySpec
 from server.access import ALLOWED, audit, require, role_of, visible_studies
+from server.catalog import latest_version
 from server.export import trial_rows
 from server.extensions import get_db, limiter, login_manager
 from server.models import Researcher
@@ -29,6 +34,7 @@ from server.researchers import (
     revoke_logins,
     study_progress,
 )
+from stimuli.stimulus_set import ImageRef, Pair, StimulusManifest
 
 bp = Blueprint("dashboard", __name__)
 
@@ -106,6 +112,80 @@ def progress(slug: str):
         abort(404, description=f"no study {slug!r}")
     db = get_db()
     return jsonify(progress_series(db, require(db, researcher(), slug, "view")))
+
+
+PER_PAGE = 12
+
+
+def shown_images(role) -> list[str]:
+    """The digests a role shows, in order (single images, or pairs' max then min)."""
+    out = []
+    for item in role:
+        if isinstance(item, ImageRef):
+            out.append(item.image)
+        elif isinstance(item, Pair):
+            out += [item.max.image, item.min.image]
+    return out
+
+
+@bp.get("/dashboard/<slug>/stimuli")
+@login_required
+def stimuli(slug: str):
+    """The stimulus browser: the units (or decisions, categories) of the study's newest
+    version and each method's explanation of them, as the images participants see."""
+    if not SLUG.match(slug):
+        abort(404, description=f"no study {slug!r}")
+    db = get_db()
+    require(db, researcher(), slug, "view")
+    version = latest_version(db, slug)
+    manifest = StimulusManifest.model_validate(version.stimulus_set.manifest)
+    page = max(1, request.args.get("page", 1, type=int))
+    entries = manifest.entries[(page - 1) * PER_PAGE:page * PER_PAGE]
+    shown = [{"entry": e, "stimulus": e.stimulus.image if e.stimulus else None,
+              "methods": {m: {r: shown_images(role) for r, role in roles.items()}
+                          for m, roles in e.explanations.items()}} for e in entries]
+    pages = max(1, -(-len(manifest.entries) // PER_PAGE))
+    return render_template("stimuli.html", slug=slug, version=version.version,
+                           name=manifest.name, shown=shown, page=page, pages=pages,
+                           total=len(manifest.entries))
+
+
+def _report_dir(slug: str) -> Path:
+    """Where a study's dashboard report is kept (slug already validated: no user path)."""
+    return Path(current_app.config["INSTANCE_DIR"]) / "reports" / slug
+
+
+@bp.get("/dashboard/<slug>/report")
+@login_required
+def report(slug: str):
+    """The study's HTML report (self-contained), generated on first view and on demand."""
+    if not SLUG.match(slug):
+        abort(404, description=f"no study {slug!r}")
+    db = get_db()
+    require(db, researcher(), slug, "view")
+    path = _report_dir(slug) / "report.html"
+    if not path.exists():
+        return regenerate_report(slug)
+    return send_file(path.resolve(), mimetype="text/html", max_age=0)
+
+
+@bp.post("/dashboard/<slug>/report")
+@login_required
+def regenerate_report(slug: str):
+    if not SLUG.match(slug):
+        abort(404, description=f"no study {slug!r}")
+    db = get_db()
+    require(db, researcher(), slug, "view")
+    frame = trial_rows(db, slug)
+    version = latest_version(db, slug)
+    spec = StudySpec.model_validate(version.spec)
+    try:
+        report_command(slug, frame, spec=spec, out_dir=_report_dir(slug), n_boot=1000,
+                       source=f"the study database, version {version.version}'s rules")
+    except ValueError as exc:
+        flash(f"No report for {slug} yet: {exc}.")
+        return redirect(url_for("dashboard.index"))
+    return redirect(url_for("dashboard.report", slug=slug))
 
 
 @bp.get("/dashboard/<slug>/trials.csv")

@@ -95,3 +95,30 @@ def test_a_second_researcher_cannot_see_or_download_the_study(
     assert page.request.get(f"{base}/dashboard/{slug}/progress.json").status == 404
     assert errors == []
     page.close()
+
+
+def test_the_stimulus_browser_shows_what_participants_see(browser, dashboard_site):  # noqa: F811
+    base, slug = dashboard_site
+    page, errors = logged_in(browser, base, "alice")
+    page.click(f"#study-{slug} a:text('Stimuli')")
+    expect(page.locator("h1")).to_contain_text(f"Stimuli of {slug}")
+    entries = page.locator("section.entry")
+    assert entries.count() > 0
+    assert entries.first.locator(".method[data-method=exemplars] img").count() > 0
+    page.wait_for_load_state("networkidle")
+    broken = page.evaluate("""() => [...document.images].filter(
+        (img) => img.loading !== 'lazy' && !(img.complete && img.naturalWidth > 0)).length""")
+    assert broken == 0
+    assert errors == []
+    page.close()
+
+
+def test_the_report_opens_in_the_browser(browser, dashboard_site):  # noqa: F811
+    base, slug = dashboard_site
+    page, errors = logged_in(browser, base, "alice")
+    page.click(f"#study-{slug} a:text('Report')")
+    expect(page.locator("h1").first).to_be_visible(timeout=120_000)
+    assert "Accuracy" in page.content() and "correct ~ condition" in page.content()
+    assert page.url.endswith(f"/dashboard/{slug}/report")
+    assert errors == []
+    page.close()
