@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from experiments.paradigms import PARADIGMS
 from experiments.study import StudySpec
 from server.catalog import now
-from server.models import ParticipantSession
+from server.models import ParticipantSession, TrialResponse
 from server.trials import FlowError, catch_accuracy, missing_main, progress, stored_indices
 
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
@@ -149,6 +150,19 @@ def _placed(image_url: Callable[[str, int, int], str], index: int) -> Callable[[
     """The trial's image namer: each call is the next place in the trial."""
     places = itertools.count()
     return lambda digest: image_url(digest, index, next(places))
+
+
+def withdraw(db: Session, session: ParticipantSession) -> int:
+    """Delete a participant's responses at their request (kept: that the session existed,
+    so that its place is released and the withdrawal is on record); returns how many
+    trials were deleted. Withdrawing twice is a no-op."""
+    deleted = db.execute(delete(TrialResponse).where(
+        TrialResponse.session_id == session.id)).rowcount
+    session.questionnaire = None
+    if session.status != "withdrawn":
+        session.status = "withdrawn"
+        session.finished_at = now()
+    return deleted
 
 
 def client_state(db: Session, session: ParticipantSession,

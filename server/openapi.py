@@ -36,6 +36,10 @@ ROUTES: dict[str, tuple[str, type[BaseModel] | None, dict, str]] = {
                                          "code": {"type": ["string", "null"]},
                                          "redirect_url": {"type": ["string", "null"]}}},
         "close the session once every trial is stored; its completion code"),
+    "/api/withdraw": ("post", None, {
+        "type": "object", "properties": {"status": {"type": "string"},
+                                         "deleted": {"type": "integer"}}},
+        "the participant withdraws: their responses are deleted"),
 }
 ERRORS = {
     "400": "the body does not fit: the message names the field",

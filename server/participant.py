@@ -29,6 +29,8 @@ from pydantic import BaseModel, ValidationError
 
 from experiments.paradigms import PARADIGMS
 from experiments.study import SLUG
+from server.access import audit
+from server.export import pseudonym
 from server.extensions import get_db, limiter
 from server.flow import (
     ConsentIn,
@@ -39,6 +41,7 @@ from server.flow import (
     consent,
     finish,
     instructions_read,
+    withdraw,
 )
 from server.models import Image
 from server.openapi import openapi
@@ -277,6 +280,17 @@ def post_trial():
 def post_questionnaire(db, psession):
     answer_questionnaire(db, psession, parse(QuestionnaireIn))
     return jsonify(status=psession.status)
+
+
+@api.post("/withdraw")
+@participant_only
+def post_withdraw(db, psession):
+    """The participant withdraws: their responses are deleted, on the audit record."""
+    deleted = withdraw(db, psession)
+    audit(db, "participant", "withdraw", psession.version.study,
+          session=pseudonym(psession.public_id),
+          deleted_trials=deleted)
+    return jsonify(status=psession.status, deleted=deleted)
 
 
 @api.post("/finish")

@@ -27,7 +27,7 @@ Mode = Literal["live", "pilot", "preview"]
 # to share between requests and databases.
 _PARSED: dict[tuple[str, str], tuple[StudySpec, StimulusManifest]] = {}
 # Sessions in these states no longer hold a place in their cell.
-RELEASED = ("declined", "screened_out")
+RELEASED = ("declined", "screened_out", "withdrawn")
 
 
 class UnknownStudy(LookupError):

@@ -22,7 +22,7 @@ from server.catalog import launch_study
 from server.config import ROOT
 from server.export import trial_rows
 from server.extensions import get_db
-from server.models import PlatformIdentity, TrialResponse
+from server.models import AuditEntry, PlatformIdentity, TrialResponse
 from server.tokens import sign
 from tests.conftest import app_config, demo_spec
 from tests.server.participant_client import TOKEN, Participant, complete
@@ -307,3 +307,25 @@ def test_a_trial_before_the_instructions_arrive_moves_the_session_on(app, client
     assert p.post("trials", trial_body(0)).json == {"stored": True, "duplicate": True}
     different = p.post("trials", trial_body(0, rt_ms=901.0))
     assert different.status_code == 409 and "different answer" in different.json["error"]
+
+
+def test_a_participant_withdraws_and_their_responses_are_deleted(app, client, launch):
+    slug = launch()
+    p = Participant(client, slug, pid="P-withdraw")
+    done = complete(p, session_of(app, p).plan)
+    assert done["status"] == "completed" and stored_trials(app) > 0
+    before = stored_trials(app)
+    mine = len([t for t in session_of(app, p).plan if t["kind"] != "practice"])
+    response = p.post("withdraw")
+    assert response.status_code == 200 and response.json["status"] == "withdrawn"
+    assert response.json["deleted"] >= mine and stored_trials(app) == before - response.json[
+        "deleted"]
+    assert p.post("withdraw").json["deleted"] == 0  # twice: nothing more to delete
+    assert p.post("trials", trial_body(0)).status_code == 409  # no new trials after it
+    with app.app_context():
+        db = get_db()
+        assert slug not in set(trial_rows(db, slug)["participant"].map(str))
+        entries = db.scalars(select(AuditEntry).where(AuditEntry.action == "withdraw")
+                             .order_by(AuditEntry.id)).all()[-2:]
+    assert [(e.actor, e.detail["deleted_trials"]) for e in entries] == [
+        ("participant", response.json["deleted"]), ("participant", 0)]

@@ -27,7 +27,8 @@ def test_the_description_is_served_and_names_every_paradigm_answer(client):
     assert response.status_code == 200
     description = response.json
     assert set(description["paths"]) == {"/api/state", "/api/consent", "/api/instructions",
-                                         "/api/trials", "/api/questionnaire", "/api/finish"}
+                                         "/api/trials", "/api/questionnaire", "/api/finish",
+                                         "/api/withdraw"}
     answer = description["components"]["schemas"]["TrialIn"]["properties"]["answer"]
     named = {ref["$ref"].rsplit("/", 1)[-1] for ref in answer["anyOf"]}
     assert named == {p.Answer.__name__ for p in PARADIGMS.values()}

@@ -163,7 +163,9 @@
     if (status === "consent") {
       timeline.push(
         button(
-          "<h1>" + escapeHtml(state.title) + "</h1>" + paragraphs(state.texts.consent),
+          "<h1>" + escapeHtml(state.title) + "</h1>" + paragraphs(state.texts.consent) +
+            '<p class="assay-withdraw-note">You may withdraw at any time: close this page, ' +
+            "or use “Withdraw my responses” on the last page, and your responses are deleted.</p>",
           ["I agree", "I do not agree"],
           {
             css_classes: ["assay-text"],
@@ -388,9 +390,29 @@
             code.textContent = done.code;
             box.appendChild(code);
           }
+          box.appendChild(withdrawButton(box));
           return forever();
         },
       };
+    }
+
+    /** The debrief's "withdraw": the participant's responses are deleted on the server. */
+    function withdrawButton(box) {
+      const button = document.createElement("button");
+      button.className = "jspsych-btn assay-withdraw";
+      button.textContent = "Withdraw my responses";
+      button.addEventListener("click", async () => {
+        if (!window.confirm("Delete all your responses from this study? This cannot be undone.")) return;
+        button.disabled = true;
+        const res = await requestUntilAnswered(token, "POST", "/api/withdraw", {}, () => {});
+        const p = document.createElement("p");
+        p.className = "assay-withdrawn";
+        p.textContent = res.status === 200
+          ? "Your responses have been deleted. Please return the study on Prolific."
+          : "The withdrawal could not be recorded: please message the researcher.";
+        box.replaceChildren(p);
+      });
+      return button;
     }
 
     /** POST once the outbox is empty; resend what a 409 `missing` names, then try again. */
