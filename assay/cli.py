@@ -23,7 +23,13 @@ from assay import __version__
 from experiments.paradigms import PARADIGMS
 from experiments.paradigms.base import PlanError
 from experiments.study import StudyFileError, StudySpec, load_study, stimulus_dir
-from server.access import add_member, audit
+from server.access import (
+    PURGED,
+    add_member,
+    audit,
+    purge_platform_ids,
+    set_study_state,
+)
 from server.app import create_app
 from server.catalog import import_stimulus_set, latest_version, launch_study
 from server.config import load_config
@@ -31,7 +37,7 @@ from server.devserver import serving
 from server.export import trial_rows, write_export
 from server.extensions import get_db
 from server.migrate import SchemaError, check_at_head, upgrade
-from server.models import ROLES, STUDY_STATES, Study
+from server.models import ROLES, STUDY_STATES, ParticipantSession, PlatformIdentity, Study
 from server.psychds import write_psych_ds
 from server.researchers import create_researcher
 from server.simulate import SimulationError, simulate
@@ -39,6 +45,8 @@ from stimuli.procedural import build_procedural_set
 from stimuli.stimulus_set import StimulusSetError, load_stimulus_set
 
 ROOT = Path(__file__).resolve().parent.parent
+PROLIFIC_LISTS = {"approve": ("completed",),
+                  "return": ("screened_out", "declined", "withdrawn")}
 DEMOS = ROOT / "experiments" / "demos"  # one study file per demo: `assay demo --study NAME`
 DEMO_USER = ("demo", "demo-password")
 DEMO_BUILD = ROOT / "stimuli" / "configs" / "demo-build.toml"
@@ -225,9 +233,8 @@ def study_state(slug: str, state: str | None, database_url: str | None) -> None:
             row = db_session.scalar(select(Study).where(Study.slug == slug))
             if row is None:
                 _fail(f"no study {slug!r}")
-            if state is not None and state != row.state:
-                audit(db_session, "cli", "set_state", row, before=row.state, after=state)
-                row.state = state
+            if state is not None:
+                set_study_state(db_session, row, state, "cli")
             shown = row.state
     click.echo(f"study {slug}: {shown}")
 
@@ -254,6 +261,47 @@ def admin_create_user(username: str, password: str, is_admin: bool,
         except ValueError as exc:
             _fail(str(exc))
     click.echo(f"created {'admin' if is_admin else 'researcher'} {username}")
+
+
+@admin.command("purge-ids")
+@click.option("--days", type=int, envvar="ASSAY_PURGE_DAYS", default=30, show_default=True,
+              help="Purge the platform IDs of studies closed at least this many days ago "
+              "(env ASSAY_PURGE_DAYS).")
+@db_option
+def admin_purge_ids(days: int, database_url: str | None) -> None:
+    """Delete participants' platform IDs once their study has been closed long enough (run
+    daily, e.g. from cron); pseudonymous keys and responses stay."""
+    app = _app(database_url)
+    with app.app_context():
+        db_session = get_db()
+        with db_session.begin():
+            purged = purge_platform_ids(db_session, days, "cli")
+    click.echo(f"purged {purged} platform ID(s) of studies closed {days}+ days ago")
+
+
+@main.command("prolific")
+@click.argument("slug")
+@click.option("--list", "which", required=True, type=click.Choice(sorted(PROLIFIC_LISTS)),
+              help="approve: completed; return: screened out, declined or withdrawn.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@db_option
+def prolific_cmd(slug: str, which: str, out: Path, database_url: str | None) -> None:
+    """Platform IDs by status, as a CSV for Prolific's bulk approve / return tools
+    (personal data: keep the file only as long as the bulk action needs it)."""
+    app = _reader_app(database_url)
+    with app.app_context():
+        db_session = get_db()
+        ids = db_session.scalars(
+            select(PlatformIdentity.platform_pid)
+            .join(ParticipantSession, ParticipantSession.id == PlatformIdentity.session_id)
+            .join(Study, Study.id == PlatformIdentity.study_id)
+            .where(Study.slug == slug, ParticipantSession.mode == "live",
+                   ParticipantSession.status.in_(PROLIFIC_LISTS[which]),
+                   ~PlatformIdentity.platform_pid.startswith(PURGED))
+            .order_by(PlatformIdentity.id)).all()
+    app.extensions["assay.engine"].dispose()
+    pd.DataFrame({"participant_id": ids}).to_csv(out, index=False)
+    click.echo(f"wrote {len(ids)} participant ID(s) to {out} ({which})")
 
 
 @admin.command("add-member")

@@ -7,6 +7,7 @@ is not revealed. Within a study, an action the role does not allow is a 403.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -14,7 +15,9 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import Forbidden, NotFound
 
 from server.catalog import now
-from server.models import ROLES, AuditEntry, Researcher, Study, StudyMember
+from server.models import ROLES, AuditEntry, PlatformIdentity, Researcher, Study, StudyMember
+
+PURGED = "purged-"  # the placeholder prefix of a purged platform ID
 
 ALLOWED: dict[str, tuple[str, ...]] = {
     "view": ROLES,
@@ -74,3 +77,36 @@ def audit(db: Session, actor: str, action: str, study: Study | None = None,
           **detail: Any) -> None:
     db.add(AuditEntry(at=now(), actor=actor, action=action,
                       study_id=study.id if study is not None else None, detail=detail))
+
+
+def set_study_state(db: Session, study: Study, state: str, actor: str) -> bool:
+    """Change whether new participants are let in, on the record; returns whether it
+    changed. Closing stamps the time that the purge of platform IDs counts from."""
+    if study.state == state:
+        return False
+    audit(db, actor, "set_state", study, before=study.state, after=state)
+    study.state = state
+    study.closed_at = now() if state == "closed" else None
+    return True
+
+
+def purge_platform_ids(db: Session, days: int, actor: str) -> int:
+    """Replace the platform IDs of studies closed more than ``days`` days ago by
+    placeholders (the keyed pseudonyms stay, so repeat participation is still flagged);
+    returns how many were purged."""
+    cutoff = now() - timedelta(days=days)
+    purged = 0
+    for study in db.scalars(select(Study).where(Study.state == "closed",
+                                                Study.closed_at <= cutoff)):
+        rows = db.scalars(select(PlatformIdentity).where(
+            PlatformIdentity.study_id == study.id,
+            ~PlatformIdentity.platform_pid.startswith(PURGED)))
+        count = 0
+        for row in rows:
+            row.platform_pid = f"{PURGED}{row.id}"
+            row.platform_session_id = row.platform_study_id = None
+            count += 1
+        if count:
+            audit(db, actor, "purge_ids", study, purged=count, days=days)
+            purged += count
+    return purged

@@ -22,7 +22,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from analysis.report import report_command
 from experiments.study import SLUG, StudySpec
-from server.access import ALLOWED, audit, require, role_of, visible_studies
+from server.access import ALLOWED, audit, require, role_of, set_study_state, visible_studies
 from server.catalog import latest_version
 from server.export import trial_rows
 from server.extensions import get_db, limiter, login_manager
@@ -97,9 +97,7 @@ def set_state(slug: str):
     db = get_db()
     me = researcher()
     study = require(db, me, slug, "set_state")
-    if study.state != state:
-        audit(db, me.username, "set_state", study, before=study.state, after=state)
-        study.state = state
+    if set_study_state(db, study, state, me.username):
         db.commit()
     flash(f"{slug} is {state}.")
     return redirect(url_for("dashboard.index"))

@@ -62,6 +62,8 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Whether new participants are let in (STUDY_STATES); those inside may always finish.
     state: Mapped[str] = mapped_column(String(10), default="open", server_default="open")
+    # when it was closed (None while not closed): platform IDs are purged some days after
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     versions: Mapped[list[StudyVersion]] = relationship(
         back_populates="study", order_by="StudyVersion.version"
     )

@@ -1,4 +1,4 @@
-"""accounts: study ownership and roles, an admin flag, and an audit log
+"""accounts: study ownership and roles, an admin flag, an audit log, and when a study closed
 
 Existing studies are owned by an admin after the upgrade: the first researcher (lowest id)
 becomes an admin if none is, and owner of every study. Without researchers the studies stay
@@ -22,6 +22,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("studies") as batch:
+        batch.add_column(sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("researchers") as batch:
         batch.add_column(sa.Column("is_admin", sa.Boolean(), nullable=False,
                                    server_default=sa.false()))
@@ -75,3 +77,5 @@ def downgrade() -> None:
     op.drop_table("study_members")
     with op.batch_alter_table("researchers") as batch:
         batch.drop_column("is_admin")
+    with op.batch_alter_table("studies") as batch:
+        batch.drop_column("closed_at")
