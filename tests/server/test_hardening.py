@@ -280,7 +280,8 @@ def test_image_urls_are_per_place_so_catch_trials_cannot_be_read_off_urls(app, c
     assert image.status_code == 200 and image.mimetype == "image/png"
     assert plan[catch[0]["index"]]["stimuli"]["query_a"] not in first + image.headers["ETag"]
     assert p.state()["trials"][0]["view"] == state["trials"][0]["view"]
-    tampered = first[:-6] + ("0" if first[-5] != "0" else "1") + first[-5:]
+    tampered = first[:-6] + ("0" if first[-6] != "0" else "1") + first[-5:]
+    assert tampered != first
     assert client.get(tampered).status_code == 404
     assert client.get("/img/p/zz.png").status_code == 404
 
