@@ -36,6 +36,7 @@ import numpy as np
 import psycopg
 from sqlalchemy import make_url
 
+from server.gunicorn_process import running_gunicorn
 from server.migrate import libpq_dsn, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,6 @@ log = logging.getLogger("server_load.psiturk")
 REQUIREMENTS = ("psiturk==3.3.1", "cryptography==38.0.4", "psycopg2-binary==2.9.13")
 USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/124.0.0.0 Safari/537.36")
-_LISTENING = re.compile(r"Listening at: (http://[\d.]+:\d+)")
 _UNIQUE_ID = re.compile(r'uniqueId = "([^"]+)"')
 
 # The fewest templates psiturk.experiment needs: it refuses to start without
@@ -130,31 +130,9 @@ def psiturk_server(venv: Path, directory: Path, workers: int, threads: int,
                "--bind", "127.0.0.1:0", "--workers", str(workers), "--threads", str(threads),
                "--worker-class", worker_class, "--keep-alive", "5", "--timeout", "30",
                "--log-level", "info", "psiturk.experiment:app"]  # fmt: skip
-    log_path = directory / "gunicorn.log"
-    with open(log_path, "w") as out:
-        proc = subprocess.Popen(command, cwd=directory, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                text = log_path.read_text()
-                found = _LISTENING.search(text)
-                booted = text.count("Booting worker")
-                if found and booted and text.count("psiturk app ready in worker") >= booted:
-                    break
-                if proc.poll() is not None:
-                    raise RuntimeError(f"psiTurk's gunicorn exited ({proc.returncode}):\n{text}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"psiTurk's gunicorn not ready after {timeout} s:\n{text}")
-                time.sleep(0.1)
-            yield found.group(1)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with running_gunicorn(env, directory / "gunicorn.log", timeout, command=command,
+                          cwd=directory, ready="psiturk app ready in worker") as base:
+        yield base
 
 
 class PsiturkError(RuntimeError):

@@ -19,6 +19,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy.orm import Session
 
 from analysis.report import report_command
 from experiments.study import SLUG, StudySpec
@@ -26,7 +27,7 @@ from server.access import ALLOWED, audit, require, role_of, set_study_state, vis
 from server.catalog import latest_version
 from server.export import trial_rows
 from server.extensions import get_db, limiter, login_manager
-from server.models import Researcher
+from server.models import Researcher, Study
 from server.researchers import (
     ResearcherUser,
     authenticate,
@@ -73,6 +74,15 @@ def researcher() -> Researcher:
     return get_db().get(Researcher, current_user.researcher_id)
 
 
+def study_for(slug: str, action: str) -> tuple[Session, Researcher, Study]:
+    """The study a URL names, if the logged-in researcher may do ``action`` on it (else
+    404 or 403), with the request's database session and the researcher."""
+    if not SLUG.match(slug):
+        abort(404, description=f"no study {slug!r}")
+    db, me = get_db(), researcher()
+    return db, me, require(db, me, slug, action)
+
+
 @bp.get("/")
 @bp.get("/dashboard")
 @login_required
@@ -92,11 +102,7 @@ def set_state(slug: str):
     state = request.form.get("state", "")
     if state not in ("open", "paused", "closed"):
         abort(400, description="state must be open, paused or closed")
-    if not SLUG.match(slug):
-        abort(404, description=f"no study {slug!r}")
-    db = get_db()
-    me = researcher()
-    study = require(db, me, slug, "set_state")
+    db, me, study = study_for(slug, "set_state")
     if set_study_state(db, study, state, me.username):
         db.commit()
     flash(f"{slug} is {state}.")
@@ -106,10 +112,8 @@ def set_state(slug: str):
 @bp.get("/dashboard/<slug>/progress.json")
 @login_required
 def progress(slug: str):
-    if not SLUG.match(slug):
-        abort(404, description=f"no study {slug!r}")
-    db = get_db()
-    return jsonify(progress_series(db, require(db, researcher(), slug, "view")))
+    db, _, study = study_for(slug, "view")
+    return jsonify(progress_series(db, study))
 
 
 PER_PAGE = 12
@@ -131,10 +135,7 @@ def shown_images(role) -> list[str]:
 def stimuli(slug: str):
     """The stimulus browser: the units (or decisions, categories) of the study's newest
     version and each method's explanation of them, as the images participants see."""
-    if not SLUG.match(slug):
-        abort(404, description=f"no study {slug!r}")
-    db = get_db()
-    require(db, researcher(), slug, "view")
+    db, _, _ = study_for(slug, "view")
     version = latest_version(db, slug)
     manifest = StimulusManifest.model_validate(version.stimulus_set.manifest)
     page = max(1, request.args.get("page", 1, type=int))
@@ -157,10 +158,7 @@ def _report_dir(slug: str) -> Path:
 @login_required
 def report(slug: str):
     """The study's HTML report (self-contained), generated on first view and on demand."""
-    if not SLUG.match(slug):
-        abort(404, description=f"no study {slug!r}")
-    db = get_db()
-    require(db, researcher(), slug, "view")
+    study_for(slug, "view")
     path = _report_dir(slug) / "report.html"
     if not path.exists():
         return regenerate_report(slug)
@@ -170,10 +168,7 @@ def report(slug: str):
 @bp.post("/dashboard/<slug>/report")
 @login_required
 def regenerate_report(slug: str):
-    if not SLUG.match(slug):
-        abort(404, description=f"no study {slug!r}")
-    db = get_db()
-    require(db, researcher(), slug, "view")
+    db, _, _ = study_for(slug, "view")
     frame = trial_rows(db, slug)
     version = latest_version(db, slug)
     spec = StudySpec.model_validate(version.spec)
@@ -189,11 +184,7 @@ def regenerate_report(slug: str):
 @bp.get("/dashboard/<slug>/trials.csv")
 @login_required
 def download(slug: str):
-    db = get_db()
-    if not SLUG.match(slug):
-        abort(404, description=f"no study {slug!r}")
-    me = researcher()
-    study = require(db, me, slug, "download")
+    db, me, study = study_for(slug, "download")
     buffer = io.StringIO()
     frame = trial_rows(db, slug)
     frame.to_csv(buffer, index=False)

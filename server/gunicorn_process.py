@@ -17,23 +17,26 @@ _LISTENING = re.compile(r"Listening at: (http://[\d.]+:\d+)")
 
 
 @contextmanager
-def running_gunicorn(env: dict[str, str], log_path: Path, timeout: float = 60) -> Iterator[str]:
-    """Start ``server.wsgi:app``; yield its base URL once every worker has built its app.
+def running_gunicorn(env: dict[str, str], log_path: Path, timeout: float = 60, *,
+                     command: list[str] | None = None, cwd: Path = ROOT,
+                     ready: str = "assay app ready in worker") -> Iterator[str]:
+    """Start ``server.wsgi:app`` (or ``command``, another gunicorn app); yield its base URL
+    once every worker has logged ``ready``.
 
     ``env`` is the whole environment of the child (bind with ASSAY_BIND=127.0.0.1:0 for a free
     port); its output goes to ``log_path``. The server is stopped on exit.
     """
-    command = [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--log-level", "info",
-               "server.wsgi:app"]  # fmt: skip
+    command = command or [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--log-level",
+                          "info", "server.wsgi:app"]
     with open(log_path, "w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
             while True:
                 text = log_path.read_text()
                 found = _LISTENING.search(text)
                 booted = text.count("Booting worker")
-                if found and booted and text.count("assay app ready in worker") >= booted:
+                if found and booted and text.count(ready) >= booted:
                     break
                 if proc.poll() is not None:
                     raise RuntimeError(f"gunicorn exited ({proc.returncode}):\n{text}")
