@@ -23,13 +23,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
+from scipy import stats
 
 import analysis
 from analysis.covariates import standardize_covariates
 from analysis.exclusions import ExclusionResult, apply_exclusions
 from analysis.summaries import accuracy_table, chance_tests, cluster_accuracy, utility_scores
 from experiments.paradigms import PARADIGMS
-from experiments.study import Exclusions, StudySpec
+from experiments.study import AnalysisPlan, Exclusions, StudySpec
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 COLORS = ["#1f6fb2", "#d9730d", "#2e9e5b", "#a33ea1", "#7a6a00", "#c0392b", "#5b6770"]
@@ -367,6 +368,8 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
         if baseline is not None else None
     fits = [fit_model(flagged, s) for s in (models if models is not None
                                             else default_models(flagged))]
+    plan = rules.analysis if isinstance(rules, StudySpec) else None
+    confirmed = confirmatory(flagged, plan) if plan is not None else None
     fixef, random, overview = _model_frames(fits)
 
     main = flagged[(flagged["trial_kind"] == "main") & ~flagged["excluded"]]
@@ -430,6 +433,7 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
         "utility": html_table(utility) if utility is not None else None,
         "figures": [{"title": t, "caption": c, "src": s, "wide": w} for t, c, s, w in figures],
         "models": [_model_context(f) for f in fits],
+        "confirmatory": confirmed,
         "sections": [{"title": x.title, "paragraphs": list(x.paragraphs),
                       "tables": [(name, html_table(t)) for name, t in x.tables],
                       "figures": [(name, _png(f)) for name, f in x.figures]}
@@ -464,3 +468,26 @@ def report_command(study: str, trials: pd.DataFrame, *, spec: StudySpec | None =
                         title=spec.title if spec is not None else None,
                         source="; ".join(x for x in (source, note) if x), n_boot=n_boot,
                         seed=seed)
+
+
+def confirmatory(trials: pd.DataFrame, plan: AnalysisPlan) -> dict:
+    """The pre-registered test on the included main trials: its estimate, z, p (one-sided
+    where the plan says so) and decision, and every way the analysis had to deviate."""
+    fit = fit_model(trials, ModelSpec("Confirmatory (pre-registered)", plan.formula))
+    out = {"formula": plan.formula, "term": plan.term, "alpha": plan.alpha,
+           "alternative": plan.alternative, "nobs": fit.nobs, "deviations": [],
+           "warnings": list(fit.warnings)}
+    if fit.error is not None:
+        out["deviations"].append(f"the confirmatory model could not be fitted: {fit.error}")
+        return out
+    result = fit.result
+    if plan.term not in result.params.index:
+        out["deviations"].append(f"the model has no term {plan.term!r} (terms: "
+                                 f"{', '.join(result.params.index)})")
+        return out
+    z = float(result.zvalues[plan.term])
+    p = {"two-sided": 2 * stats.norm.sf(abs(z)), "greater": stats.norm.sf(z),
+         "less": stats.norm.cdf(z)}[plan.alternative]
+    out.update(estimate=float(result.params[plan.term]), se=float(result.se[plan.term]),
+               z=z, p=float(p), significant=bool(p < plan.alpha))
+    return out  # a singular or unconverged fit is in its warnings, not a deviation

@@ -463,9 +463,18 @@ def power_cmd(study_file: Path, effects: tuple[str, ...], intercept: float,
                              exclusion_rate=exclusion_rate)
     except ValueError as exc:
         _fail(str(exc))
-    curve = power_curve(design, numbers, n_sims=sims, alpha=alpha, one_sided=one_sided,
-                        seed=seed, workers=workers)
-    click.echo(f"{FORMULA}, test of condition{conditions[1]} at alpha {alpha}"
+    term = None
+    if spec.analysis is not None:  # the pre-registered test, when the study states one
+        term, alpha = spec.analysis.term, spec.analysis.alpha
+        one_sided = spec.analysis.alternative == "greater"
+        if spec.analysis.formula.replace(" ", "") != FORMULA.replace(" ", ""):
+            click.echo(f"note: simulating {FORMULA}, not the study's {spec.analysis.formula}")
+    try:
+        curve = power_curve(design, numbers, n_sims=sims, alpha=alpha, one_sided=one_sided,
+                            term=term, seed=seed, workers=workers)
+    except KeyError as exc:
+        _fail(f"the confirmatory term {exc} is not a coefficient of {FORMULA}")
+    click.echo(f"{FORMULA}, test of {term or 'condition' + conditions[1]} at alpha {alpha}"
                f"{' (one-sided)' if one_sided else ''}; {sims} simulations per number")
     click.echo(curve.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if out_dir is not None:

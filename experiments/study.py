@@ -138,6 +138,16 @@ class Exclusions(_Strict):
     screen_out_on_catch: bool = False
 
 
+class AnalysisPlan(_Strict):
+    """The pre-registered confirmatory test, frozen with the launched version: the report
+    gives it first and calls every other model exploratory."""
+
+    formula: str = Field("correct ~ condition + (1|participant) + (1|unit_id)", min_length=3)
+    term: str = Field(min_length=1)  # the fixed effect tested, e.g. "conditiondictionary"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    alternative: Literal["two-sided", "greater", "less"] = "two-sided"
+
+
 class Recruitment(_Strict):
     platform: Literal["prolific", "none"] = "prolific"
     completion_code: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -160,6 +170,7 @@ class StudySpec(_Strict):
     questionnaire: list[Question] = Field(default_factory=list)
     exclusions: Exclusions = Exclusions()
     recruitment: Recruitment
+    analysis: AnalysisPlan | None = None  # the pre-registered confirmatory test
 
     @model_validator(mode="before")
     @classmethod
@@ -235,7 +246,10 @@ class StudySpec(_Strict):
         return merged_options(self.paradigm, found.options)
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        data = self.model_dump(mode="json")
+        if data["analysis"] is None:  # specs launched before it existed keep their digest
+            del data["analysis"]
+        return json.dumps(data, sort_keys=True)
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
