@@ -225,6 +225,23 @@ def plot_strip(per: pd.DataFrame, title: str, ylabel: str, colors: Mapping[str, 
     return _png(fig)
 
 
+def plot_forest(result: analysis.GLMMResult, title: str) -> str:
+    """Fixed effects with 95 % Wald intervals (a forest plot), intercept first."""
+    ci = result.wald_ci()
+    names = list(result.fixef.index)
+    fig = Figure(figsize=(5.2, 0.5 + 0.38 * len(names)))
+    ax = fig.subplots()
+    y = np.arange(len(names))[::-1]
+    ax.errorbar(result.fixef.to_numpy(), y, fmt="o", color="#1f77b4", capsize=3,
+                xerr=[result.fixef - ci["lower"], ci["upper"] - result.fixef])
+    ax.axvline(0, color="grey", ls="--", lw=1)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel("estimate (log-odds)" if result.family.startswith("binomial")
+                  else "estimate")
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
 def plot_rt(main: pd.DataFrame, colors: Mapping[str, str]) -> str:
     """Distribution of response times per condition, log-spaced bins."""
     fig = Figure(figsize=(5.2, 3.4))
@@ -389,6 +406,12 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
     ]
     if "confidence" in main and main["confidence"].notna().any():
         figures.append(("Confidence", "", plot_confidence(main, colors, chance), ""))
+    for fit in fits:  # the first model that fitted, as a forest plot
+        if fit.result is not None:
+            figures.append(("Fixed effects", f"{fit.spec.name}: estimates with 95 % Wald "
+                            "intervals; dashed: no effect.",
+                            plot_forest(fit.result, fit.spec.formula), ""))
+            break
     sections = [
         section for paradigm in _levels(flagged["paradigm"]) if paradigm in PARADIGMS
         for section in PARADIGMS[paradigm].report_sections(

@@ -65,7 +65,8 @@ def test_report_files_and_self_contained_html(report):
     assert "<script" not in html and "<link" not in html
     assert not re.search(r'(src|href)="(?!data:|#)', html)
     images = IMG.findall(html)
-    assert len(images) == 5
+    assert len(images) == 6  # accuracy, participants, units, RT, confidence, fixed effects
+    assert "Fixed effects" in html
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
