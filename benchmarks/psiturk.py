@@ -36,6 +36,7 @@ import numpy as np
 import psycopg
 from sqlalchemy import make_url
 
+from benchmarks import http_retry
 from server.gunicorn_process import running_gunicorn
 from server.migrate import libpq_dsn, scratch_database
 
@@ -155,20 +156,10 @@ class PsiturkParticipant:
     def request(self, method: str, path: str, body: str | None = None,
                 content_type: str = "application/json") -> tuple[int, bytes]:
         headers = {"User-Agent": USER_AGENT, "Content-Type": content_type}
-        for attempt in range(50):  # retried as server_load's lean driver does
-            try:
-                self.conn.request(method, path, body, headers)
-                response = self.conn.getresponse()
-                data = response.read()
-            except (ConnectionError, http.client.HTTPException, TimeoutError):
-                self.conn.close()
-                time.sleep(min(0.05 * 2 ** attempt, 2))
-                continue
-            if response.status >= 500 or response.status in (408, 429):
-                time.sleep(min(0.05 * 2 ** attempt, 2))
-                continue
-            return response.status, data
-        raise PsiturkError(f"{method} {path}: no answer after 50 tries")
+        try:
+            return http_retry.request(self.conn, method, path, body, headers)
+        except RuntimeError as exc:
+            raise PsiturkError(str(exc)) from None
 
     def enter(self) -> None:
         """The ad, the consent page, the experiment page (the row is made here), then

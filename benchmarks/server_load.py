@@ -55,6 +55,7 @@ from stimuli.procedural import build_procedural_set
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import http_retry  # noqa: E402
 from benchmarks.psiturk import run_psiturk  # noqa: E402
 
 log = logging.getLogger("server_load")
@@ -124,20 +125,10 @@ class LeanParticipant:
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body)
-        for attempt in range(50):  # retried as the browser's outbox does
-            try:
-                self.conn.request(method, path, payload, self.headers)
-                response = self.conn.getresponse()
-                data = response.read()
-            except (ConnectionError, http.client.HTTPException, TimeoutError):
-                self.conn.close()
-                time.sleep(min(0.05 * 2 ** attempt, 2))
-                continue
-            if response.status >= 500 or response.status in (408, 429):
-                time.sleep(min(0.05 * 2 ** attempt, 2))
-                continue
-            return response.status, data
-        raise SimulationError(f"{method} {path}: no answer after 50 tries")
+        try:
+            return http_retry.request(self.conn, method, path, payload, self.headers)
+        except RuntimeError as exc:
+            raise SimulationError(str(exc)) from None
 
     def enter(self) -> list[int]:
         """Entry, consent, instructions; returns the indices of the trials to answer."""
