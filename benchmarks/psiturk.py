@@ -36,9 +36,11 @@ import numpy as np
 import psycopg
 from sqlalchemy import make_url
 
-from benchmarks import http_retry
 from server.gunicorn_process import running_gunicorn
 from server.migrate import libpq_dsn, scratch_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
+from benchmarks import http_retry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("server_load.psiturk")
