@@ -18,7 +18,10 @@ def request(conn: http.client.HTTPConnection, method: str, path: str, body: str 
             data = response.read()
         except (ConnectionError, http.client.HTTPException, TimeoutError):
             conn.close()
-            time.sleep(min(0.05 * 2 ** attempt, 2))
+            # a keep-alive connection the server closed while idle: reopen it at once, as
+            # browsers do; a server that keeps failing gets backoff
+            if attempt:
+                time.sleep(min(0.05 * 2 ** attempt, 2))
             continue
         if response.status >= 500 or response.status in (408, 429):
             time.sleep(min(0.05 * 2 ** attempt, 2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 from flask import Flask, jsonify, render_template, request
@@ -12,32 +11,12 @@ from werkzeug.exceptions import HTTPException
 
 from server import dashboard, health, participant
 from server.config import load_config
-from server.db import make_engine, make_sessionmaker
+from server.db import RETRY_AFTER_S, make_engine, make_sessionmaker, unavailable
 from server.extensions import close_db, csrf, limiter, login_manager, wants_json
+from server.headers import SECURITY_HEADERS
+from server.trial_endpoint import TrialEndpoint
 
 log = logging.getLogger(__name__)
-RETRY_AFTER_S = 5  # what a client waits before retrying while the database is unreachable
-
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "  # jspsych.css: data: fonts
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-
-
-def unavailable(exc: DBAPIError) -> bool:
-    """Whether a database error means "not reachable now" (retry) rather than a bug: a lost
-    connection, PostgreSQL's operational errors (refused, shutting down, too many clients),
-    SQLite's locked or unopenable file. SQLite also reports a missing column as an
-    OperationalError: that one stays a 500."""
-    if exc.connection_invalidated:
-        return True
-    if not isinstance(exc, OperationalError):
-        return False
-    if isinstance(exc.orig, sqlite3.Error):
-        return any(s in str(exc.orig) for s in ("locked", "unable to open", "disk I/O"))
-    return True
-
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
@@ -66,16 +45,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     limiter.exempt(participant.api)  # only entries are limited: skip its hooks per trial
 
     app.teardown_appcontext(close_db)
+    app.wsgi_app = TrialEndpoint(app, app.wsgi_app)  # the hot path, below Flask
 
     @app.after_request
     def _security_headers(response):
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault(
-            "Permissions-Policy", "camera=(), microphone=(), geolocation=()"
-        )
+        for name, value in SECURITY_HEADERS:
+            response.headers.setdefault(name, value)
         return response
 
     @app.errorhandler(HTTPException)

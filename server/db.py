@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_URL = "sqlite:///assay.db"
+RETRY_AFTER_S = 5  # what a client waits before retrying while the database is unreachable
 
 
 def normalize_url(url: str) -> str:
@@ -44,3 +48,17 @@ def make_engine(url: str) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def unavailable(exc: DBAPIError) -> bool:
+    """Whether a database error means "not reachable now" (retry) rather than a bug: a lost
+    connection, PostgreSQL's operational errors (refused, shutting down, too many clients),
+    SQLite's locked or unopenable file. SQLite also reports a missing column as an
+    OperationalError: that one stays a 500."""
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if isinstance(exc.orig, sqlite3.Error):
+        return any(s in str(exc.orig) for s in ("locked", "unable to open", "disk I/O"))
+    return True

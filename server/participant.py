@@ -10,7 +10,6 @@ import functools
 import logging
 import re
 from collections.abc import Callable
-from typing import TypeVar
 
 from flask import (
     Blueprint,
@@ -25,11 +24,11 @@ from flask import (
     session,
     url_for,
 )
-from pydantic import BaseModel, ValidationError
 
 from experiments.paradigms import PARADIGMS
 from experiments.study import SLUG
 from server.access import audit
+from server.bodies import M, parse_body
 from server.export import pseudonym
 from server.extensions import get_db, limiter
 from server.flow import (
@@ -60,7 +59,7 @@ from server.tokens import (
     sign,
     verify,
 )
-from server.trials import FlowError, TrialIn, frozen_session, record_trial, trial_connection
+from server.trials import FlowError
 
 log = logging.getLogger(__name__)
 pages = Blueprint("participant", __name__)
@@ -183,25 +182,9 @@ def vendor(name: str):
 
 # --- the JSON API ---------------------------------------------------------------------------
 
-M = TypeVar("M", bound=BaseModel)
-
-
 def parse(model: type[M]) -> M:
-    """The request body as ``model``; a 400 that names the field when it does not fit."""
-    if not request.is_json:
-        raise FlowError("request body must be JSON (Content-Type: application/json)", status=415)
-    try:
-        data = request.get_json(silent=True)
-    except RecursionError:  # e.g. thousands of nested brackets: the parser gives up
-        raise FlowError("request body is nested too deeply", status=400) from None
-    if data is None:
-        raise FlowError("request body is not valid JSON", status=400)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        raise FlowError(f"{where}: {err['msg']}", status=400) from None
+    """The request body as ``model`` (server/bodies.py says what is refused, and how)."""
+    return parse_body(model, request.content_type or "", request.get_data(cache=False))
 
 
 def _token_owner() -> str | None:
@@ -254,25 +237,6 @@ def post_consent(db, psession):
 def post_instructions(db, psession):
     instructions_read(psession, parse(InstructionsIn))
     return jsonify(status=psession.status)
-
-
-@api.post("/trials")
-def post_trial():
-    """The hot path (most requests of a study): no ORM session, the frozen part of the
-    participant's session from the process's cache, one short transaction."""
-    public_id = _token_owner()
-    if public_id is None:
-        return jsonify(error=f"missing or invalid session token ({HEADER} header)"), 401
-    try:
-        trial = parse(TrialIn)
-        with trial_connection(current_app.extensions["assay.engine"]) as conn:
-            frozen = frozen_session(conn, public_id)
-            if frozen is None:
-                return jsonify(error="unknown session"), 401
-            duplicate = record_trial(conn, frozen, trial)
-    except FlowError as exc:  # raised inside the transaction, so nothing was stored
-        return jsonify(error=str(exc), **exc.extra), exc.status
-    return jsonify(stored=True, duplicate=duplicate)
 
 
 @api.post("/questionnaire")

@@ -203,10 +203,13 @@ def test_an_unreachable_database_is_a_503_that_retries(tmp_path):
     # the rate limiter's headers may raise Retry-After to its window's end
     assert page.status_code == 503 and int(page.headers["Retry-After"]) >= 5
     assert '<meta http-equiv="refresh" content="5">' in page.get_data(True)
-    api = client.get("/api/state", headers={"X-Assay-Session": sign(config["SECRET_KEY"],
-                                                                     "0" * 32)})
+    token = {"X-Assay-Session": sign(config["SECRET_KEY"], "0" * 32)}
+    api = client.get("/api/state", headers=token)
     assert api.status_code == 503 and api.headers["Retry-After"] == "5"
     assert "retry" in api.json["error"]
+    trial = client.post("/api/trials", json=trial_body(0), headers=token)  # below Flask
+    assert trial.status_code == 503 and trial.headers["Retry-After"] == "5"
+    assert "retry" in trial.json["error"]
     app.extensions["assay.engine"].dispose()
 
 

@@ -1,0 +1,56 @@
+"""POST /api/trials is served below Flask (server/trial_endpoint.py): it must answer as the
+Flask views do, with their headers and errors."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import update
+
+from server.extensions import get_db
+from server.models import ParticipantSession
+from server.tokens import HEADER
+from tests.server.participant_client import Participant
+from tests.server.test_api import session_of
+from tests.server.test_hardening import stored_trials, trial_body
+
+SECURITY = ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy",
+            "X-Frame-Options", "Permissions-Policy")
+
+
+def test_trial_answers_carry_the_flask_views_security_headers(client, launch):
+    p = Participant(client, launch(), pid="P-headers")
+    p.start()
+    state = client.get("/api/state", headers={HEADER: p.token})
+    trial = p.post("trials", trial_body(0))
+    assert trial.status_code == 200 and trial.mimetype == "application/json"
+    assert trial.json == {"stored": True, "duplicate": False}
+    assert int(trial.headers["Content-Length"]) == len(trial.get_data())
+    for name in SECURITY:
+        assert trial.headers[name] == state.headers[name], name
+
+
+def test_other_methods_are_refused_with_allow(client):
+    for method in ("GET", "PUT", "DELETE"):
+        response = client.open("/api/trials", method=method)
+        assert response.status_code == 405 and response.headers["Allow"] == "POST"
+        assert response.json == {"error": "/api/trials takes POST only"}
+
+
+def test_a_broken_deployment_is_a_logged_500_that_stores_nothing(app, client, launch, caplog):
+    """A session whose paradigm this server no longer has (a plugin removed from a
+    deployment) cannot be scored: a 500 with a JSON body, logged, nothing stored."""
+    p = Participant(client, launch(), pid="P-retired")
+    p.start()
+    session_id = session_of(app, p).id
+    with app.app_context():
+        db = get_db()
+        with db.begin():
+            db.execute(update(ParticipantSession).where(ParticipantSession.id == session_id)
+                       .values(paradigm="gone"))
+    before = stored_trials(app)
+    with caplog.at_level(logging.ERROR, logger="server.trial_endpoint"):
+        response = p.post("trials", trial_body(0))
+    assert response.status_code == 500 and response.json == {"error": "internal server error"}
+    assert "unhandled error on POST /api/trials" in caplog.text
+    assert stored_trials(app) == before
