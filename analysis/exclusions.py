@@ -4,7 +4,8 @@ The rules come from a study file's ``[exclusions]`` table (``experiments.study.E
 Participants are flagged, never dropped: the trial table gains ``excluded`` and
 ``exclusion_reason`` (the first rule, in ``ORDER``, that excluded the participant), and the
 report says for every rule how many participants it flags on its own and how many it
-newly excludes after the rules before it.
+newly excludes after the rules before it (``ExclusionResult.funnel``: how many participants
+and trials remain after each).
 
 The order is fixed: the session must be completed, then the study file's rules in the order
 ``ORDER`` lists them. Each rule needs a session-level value (see
@@ -57,6 +58,28 @@ class ExclusionResult:
     @property
     def included(self) -> pd.DataFrame:
         return self.trials[~self.trials["excluded"]]
+
+    @property
+    def funnel(self) -> pd.DataFrame:
+        """Participants, trials and main trials left after each rule that was set, in order,
+        starting from all sessions: the exclusion funnel a pre-registration is checked
+        against. A rule that flags nobody new still gets its step, marked when the data
+        could not judge it."""
+        who = self.trials["participant"].astype("string")
+        main = (self.trials["trial_kind"] == "main").to_numpy()
+        excluded = pd.Series(False, index=self.sessions.index)
+        steps = [("all sessions", excluded)]
+        for rule, description, note in self.table[["rule", "description", "note"]].itertuples(
+                index=False):
+            excluded = excluded | self.sessions[rule]
+            if note != "not set":
+                mark = " (not applied)" if note.startswith("not applied") else ""
+                steps.append((description + mark, excluded))
+        rows = []
+        for step, out in steps:
+            kept = ~who.map(out).astype(bool).to_numpy()
+            rows.append((step, int((~out).sum()), int(kept.sum()), int((kept & main).sum())))
+        return pd.DataFrame(rows, columns=["step", "participants", "trials", "main_trials"])
 
 
 def as_rules(rules: StudySpec | Exclusions | dict | None) -> Exclusions:

@@ -26,7 +26,12 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from scipy import stats
 
 import analysis
-from analysis.covariates import standardize_covariates
+from analysis.covariates import (
+    covariate_trends,
+    numeric_covariates,
+    standardize_covariates,
+    unit_covariate,
+)
 from analysis.exclusions import ExclusionResult, apply_exclusions
 from analysis.summaries import accuracy_table, chance_tests, cluster_accuracy, utility_scores
 from experiments.paradigms import PARADIGMS
@@ -286,6 +291,55 @@ def plot_confidence(main: pd.DataFrame, colors: Mapping[str, str],
     return _png(fig)
 
 
+def plot_covariates(per_u: pd.DataFrame, trials: pd.DataFrame, trends: pd.DataFrame,
+                    colors: Mapping[str, str], chance: Sequence[float] = (0.5,)) -> str:
+    """Each unit's accuracy against each standardized covariate in ``trends``
+    (:func:`analysis.covariates.covariate_trends`), one panel per covariate, with each
+    condition's least-squares line and r."""
+    names = list(dict.fromkeys(trends["covariate"]))
+    ncols = min(len(names), 3)
+    nrows = -(-len(names) // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, name in zip(axes, names, strict=False):
+        units, col = unit_covariate(per_u, trials, name), f"{name}_z"
+        for row in trends[trends["covariate"] == name].itertuples(index=False):
+            sel = units[units["condition"].astype(str) == row.condition]
+            r = f"r = {row.r:.2f}" if np.isfinite(row.r) else "r undefined"
+            ax.scatter(sel[col], sel["accuracy"], s=18, alpha=0.7, color=colors[row.condition],
+                       label=f"{row.condition} ({r}, {row.n_units} units)")
+            if np.isfinite(row.slope):
+                xs = np.array([sel[col].min(), sel[col].max()])
+                ax.plot(xs, row.intercept + row.slope * xs, color=colors[row.condition], lw=1.6)
+        _chance(ax, chance)
+        ax.set_xlabel(f"{name} (z within source x layer)")
+        ax.set_ylabel("proportion correct")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"Unit accuracy against {name}", fontsize=10)
+        ax.legend(frameon=False, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_axis_off()
+    return _png(fig)
+
+
+def plot_funnel(funnel: pd.DataFrame) -> str:
+    """Participants and main trials left after each exclusion step, first step on top."""
+    fig = Figure(figsize=(9, 0.9 + 0.34 * len(funnel)))
+    axes = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(funnel))[::-1]
+    for ax, col in zip(axes, ("participants", "main_trials"), strict=True):
+        values = funnel[col].to_numpy()
+        ax.barh(y, values, height=0.6, color=COLORS[0])
+        for yi, v in zip(y, values, strict=True):
+            ax.text(v, yi, f" {v}", va="center", fontsize=8)
+        ax.set_xlim(0, max(int(values.max()), 1) * 1.15)
+        ax.set_xlabel(col.replace("_", " ") + " remaining")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, funnel["step"], fontsize=8)
+    return _png(fig)
+
+
 # -- tables ----------------------------------------------------------------------------
 def _cell(value: object) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
@@ -381,6 +435,8 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
     per_p["excluded"] = per_p["participant"].astype(str).map(
         ex.sessions["excluded"].rename(index=str)).astype(bool)
     per_u = cluster_accuracy(flagged, "unit_id", ["condition"])
+    trends = covariate_trends(per_u, flagged, numeric_covariates(flagged))
+    funnel = ex.funnel
     utility = utility_scores(flagged, baseline, n_boot=n_boot, seed=rng) \
         if baseline is not None else None
     fits = [fit_model(flagged, s) for s in (models if models is not None
@@ -406,6 +462,14 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
     ]
     if "confidence" in main and main["confidence"].notna().any():
         figures.append(("Confidence", "", plot_confidence(main, colors, chance), ""))
+    if not trends.empty:
+        figures.append(("Units against covariates", "Each dot is a unit's accuracy over "
+                        "included participants' main trials in a condition, against the "
+                        "unit's covariate z-scored within source x layer (the scale a "
+                        "model's covariate has); lines: least-squares fits; r: Pearson's "
+                        "correlation over units.",
+                        plot_covariates(per_u, flagged, trends, colors, chance),
+                        "wide" if trends["covariate"].nunique() > 1 else ""))
     for fit in fits:  # the first model that fitted, as a forest plot
         if fit.result is not None:
             figures.append(("Fixed effects", f"{fit.spec.name}: estimates with 95 % Wald "
@@ -418,13 +482,16 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
             flagged[flagged["paradigm"].astype(str) == paradigm])
     ]
 
-    csv = {"exclusions.csv": ex.table, "participants.csv": ex.sessions.reset_index(),
+    csv = {"exclusions.csv": ex.table, "exclusion_funnel.csv": funnel,
+           "participants.csv": ex.sessions.reset_index(),
            "accuracy_by_condition.csv": acc_cond, "accuracy.csv": acc_cells,
            "chance_tests.csv": tests, "units.csv": per_u, "models.csv": overview,
            "model_fixef.csv": fixef, "model_random.csv": random,
            "trials_flagged.csv": flagged}
     if utility is not None:
         csv["utility.csv"] = utility
+    if not trends.empty:
+        csv["covariate_trends.csv"] = trends
     for section in sections:  # a paradigm's tables too, named after their titles
         for title, table in section.tables:
             csv.setdefault(re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_") + ".csv",
@@ -448,12 +515,14 @@ def write_report(trials: pd.DataFrame, rules: StudySpec | Exclusions | dict | No
                   ("modes", ", ".join(_levels(flagged["mode"]))),
                   ("bootstrap", f"{n_boot} resamples, seed {seed}")],
         "exclusions": html_table(ex.table.drop(columns="rule")),
+        "funnel": html_table(funnel), "funnel_src": plot_funnel(funnel),
         "excluded": html_table(ex.sessions.loc[ex.sessions["excluded"], ["condition",
                                "exclusion_reason"]].reset_index()),
         "accuracy_cond": html_table(acc_cond),
         "accuracy_cells": html_table(acc_cells),
         "tests": html_table(tests),
         "utility": html_table(utility) if utility is not None else None,
+        "covariate_trends": html_table(trends) if not trends.empty else None,
         "figures": [{"title": t, "caption": c, "src": s, "wide": w} for t, c, s, w in figures],
         "models": [_model_context(f) for f in fits],
         "confirmatory": confirmed,

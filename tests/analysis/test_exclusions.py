@@ -123,6 +123,30 @@ def test_reasons_are_the_first_rule_and_nobody_is_dropped(flagged):
     assert set(flagged.included["participant"]) == {"P-ok", "P-ok2"}
 
 
+def test_the_funnel_counts_participants_and_trials_left_after_each_rule(flagged):
+    funnel = flagged.funnel
+    assert funnel["step"].tolist() == ["all sessions", *flagged.table["description"]]
+    assert funnel["participants"].tolist() == [10, 9, 8, 7, 6, 5, 4, 3, 2]
+    # 26 trials a person (2 practice, 20 main, 4 catch); P-practice practised thrice: 30.
+    # Out in order: quit, catch, fast-instr, quick, slow, side, practice (30), again.
+    assert funnel["trials"].tolist() == [264, 238, 212, 186, 160, 134, 108, 78, 52]
+    assert funnel["main_trials"].tolist() == [200, 180, 160, 140, 120, 100, 80, 60, 40]
+    assert funnel["participants"].iloc[1:].tolist() == flagged.table["remaining"].tolist()
+    assert funnel["trials"].iloc[-1] == len(flagged.included)
+
+
+def test_the_funnel_leaves_out_unset_rules_and_marks_rules_the_data_cannot_judge():
+    result = apply_exclusions(make_trials(PEOPLE),  # no session columns
+                              {"catch_min_accuracy": 0.75, "instructions_min_seconds": 20})
+    funnel = result.funnel
+    assert funnel["step"].tolist() == [
+        "all sessions", "session not completed", "catch-trial accuracy below 0.75",
+        "instructions read in under 20.0 s (not applied)",
+        "repeat participation (not applied)"]
+    assert funnel["participants"].tolist() == [10, 9, 8, 8, 8]
+    assert funnel["main_trials"].tolist() == [200, 180, 160, 160, 160]
+
+
 def test_rules_from_the_study_file_and_unset_rules():
     spec = load_study(ROOT / "experiments" / "demos" / "2afc.toml")
     assert as_rules(spec) == spec.exclusions

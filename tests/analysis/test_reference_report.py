@@ -86,7 +86,7 @@ def test_report_shows_accuracy_by_reference_condition(tmp_path):
     assert "Accuracy by reference condition" in html
     assert "exemplars+maco" in html and "Condition(s) none had no catch trials" in html
     assert "4 participant(s) without catch trials not judged" in html
-    assert len(IMG.findall(html)) == 7  # the report's six figures and this section's
+    assert len(IMG.findall(html)) == 9  # the report's eight figures and this section's
     assert "correct ~ condition + (1|participant) + (1|unit_id)" in html
 
 

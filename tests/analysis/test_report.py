@@ -33,8 +33,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run"]
 IMG = re.compile(r'<img src="([^"]*)"')
 FILES = {"accuracy.csv", "accuracy_by_condition.csv", "chance_tests.csv", "exclusions.csv",
-         "model_fixef.csv", "model_random.csv", "models.csv", "participants.csv",
-         "trials_flagged.csv", "units.csv", "report.html"}
+         "exclusion_funnel.csv", "covariate_trends.csv", "model_fixef.csv",
+         "model_random.csv", "models.csv", "participants.csv", "trials_flagged.csv",
+         "units.csv", "report.html"}
 
 
 def study_trials() -> pd.DataFrame:
@@ -65,7 +66,9 @@ def test_report_files_and_self_contained_html(report):
     assert "<script" not in html and "<link" not in html
     assert not re.search(r'(src|href)="(?!data:|#)', html)
     images = IMG.findall(html)
-    assert len(images) == 6  # accuracy, participants, units, RT, confidence, fixed effects
+    # exclusion funnel, accuracy, participants, units, RT, confidence, units against
+    # importance, fixed effects
+    assert len(images) == 8
     assert "Fixed effects" in html
     for src in images:
         assert src.startswith("data:image/png;base64,")
