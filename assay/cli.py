@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -24,7 +25,6 @@ from experiments.paradigms import PARADIGMS
 from experiments.paradigms.base import PlanError
 from experiments.study import StudyFileError, StudySpec, load_study, stimulus_dir
 from server.access import (
-    PURGED,
     add_member,
     audit,
     purge_platform_ids,
@@ -37,16 +37,22 @@ from server.devserver import serving
 from server.export import trial_rows, write_export
 from server.extensions import get_db
 from server.migrate import SchemaError, check_at_head, upgrade
-from server.models import ROLES, STUDY_STATES, ParticipantSession, PlatformIdentity, Study
-from server.psychds import write_psych_ds
+from server.models import ROLES, STUDY_STATES, Study
+from server.prolific import (
+    LISTS,
+    bonus_csv,
+    bonuses,
+    ids_csv,
+    per_correct_amount,
+    platform_ids,
+)
+from server.psychds import describe_study, write_psych_ds
 from server.researchers import create_researcher
 from server.simulate import SimulationError, simulate
 from stimuli.procedural import build_procedural_set
 from stimuli.stimulus_set import StimulusSetError, load_stimulus_set
 
 ROOT = Path(__file__).resolve().parent.parent
-PROLIFIC_LISTS = {"approve": ("completed",),
-                  "return": ("screened_out", "declined", "withdrawn")}
 DEMOS = ROOT / "experiments" / "demos"  # one study file per demo: `assay demo --study NAME`
 DEMO_USER = ("demo", "demo-password")
 DEMO_BUILD = ROOT / "stimuli" / "configs" / "demo-build.toml"
@@ -279,29 +285,43 @@ def admin_purge_ids(days: int, database_url: str | None) -> None:
     click.echo(f"purged {purged} platform ID(s) of studies closed {days}+ days ago")
 
 
+def _amount(ctx, param, value: str | None) -> Decimal | None:
+    try:
+        return None if value is None else per_correct_amount(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command("prolific")
 @click.argument("slug")
-@click.option("--list", "which", required=True, type=click.Choice(sorted(PROLIFIC_LISTS)),
-              help="approve: completed; return: screened out, declined or withdrawn.")
+@click.option("--list", "which", required=True, type=click.Choice([*sorted(LISTS), "bonus"]),
+              help="approve: completed; return: screened out, declined or withdrawn; bonus: "
+              "completed, with their bonus.")
+@click.option("--bonus-per-correct", callback=_amount, metavar="AMOUNT",
+              help="Bonus per correct main trial (default: the study file's "
+              "recruitment.bonus_per_correct).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @db_option
-def prolific_cmd(slug: str, which: str, out: Path, database_url: str | None) -> None:
-    """Platform IDs by status, as a CSV for Prolific's bulk approve / return tools
+def prolific_cmd(slug: str, which: str, bonus_per_correct: Decimal | None, out: Path,
+                 database_url: str | None) -> None:
+    """Platform IDs by status, as a CSV for Prolific's bulk approve / return / bonus tools
     (personal data: keep the file only as long as the bulk action needs it)."""
+    if bonus_per_correct is not None and which != "bonus":
+        _fail("--bonus-per-correct goes with --list bonus")
     app = _reader_app(database_url)
     with app.app_context():
-        db_session = get_db()
-        ids = db_session.scalars(
-            select(PlatformIdentity.platform_pid)
-            .join(ParticipantSession, ParticipantSession.id == PlatformIdentity.session_id)
-            .join(Study, Study.id == PlatformIdentity.study_id)
-            .where(Study.slug == slug, ParticipantSession.mode == "live",
-                   ParticipantSession.status.in_(PROLIFIC_LISTS[which]),
-                   ~PlatformIdentity.platform_pid.startswith(PURGED))
-            .order_by(PlatformIdentity.id)).all()
+        try:
+            if which == "bonus":
+                rows = bonuses(get_db(), slug, bonus_per_correct)
+                text, summary = bonus_csv(rows), f"{sum(a for _, a in rows):.2f} in total"
+            else:
+                rows = platform_ids(get_db(), slug, which)
+                text, summary = ids_csv(rows), which
+        except ValueError as exc:
+            _fail(str(exc))
     app.extensions["assay.engine"].dispose()
-    pd.DataFrame({"participant_id": ids}).to_csv(out, index=False)
-    click.echo(f"wrote {len(ids)} participant ID(s) to {out} ({which})")
+    out.write_text(text)
+    click.echo(f"wrote {len(rows)} participant ID(s) to {out} ({summary})")
 
 
 @admin.command("add-member")
@@ -353,8 +373,7 @@ def export(slug: str, out: Path | None, psych_ds: Path | None, include_preview: 
         if psych_ds is not None:
             title = found[0].title if found else slug
             write_psych_ds(frame, psych_ds, slug=slug, title=title,
-                           description=f"Trial-level responses of the Assay study {slug!r} "
-                           f"({title}).")
+                           description=describe_study(slug, title))
             written.append(f"{psych_ds} (psych-DS)")
     except ValueError as exc:
         _fail(str(exc))

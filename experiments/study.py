@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -154,6 +155,8 @@ class Recruitment(_Strict):
     screenout_code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     target_per_condition: int | None = Field(default=None, ge=1)
     session_timeout_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # the bonus promised per correct main trial, in the Prolific study's currency
+    bonus_per_correct: Decimal | None = Field(default=None, gt=0, le=100, decimal_places=2)
 
 
 class StudySpec(_Strict):
@@ -249,6 +252,8 @@ class StudySpec(_Strict):
         data = self.model_dump(mode="json")
         if data["analysis"] is None:  # specs launched before it existed keep their digest
             del data["analysis"]
+        if data["recruitment"]["bonus_per_correct"] is None:  # likewise
+            del data["recruitment"]["bonus_per_correct"]
         return json.dumps(data, sort_keys=True)
 
     def digest(self) -> str:

@@ -24,6 +24,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "download": ROLES,
     "set_state": ("owner", "collaborator"),
     "manage": ("owner",),
+    "prolific": ("owner",),  # lists of platform IDs: personal data
 }
 
 

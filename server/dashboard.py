@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from flask import (
@@ -25,9 +24,11 @@ from analysis.report import report_command
 from experiments.study import SLUG, StudySpec
 from server.access import ALLOWED, audit, require, role_of, set_study_state, visible_studies
 from server.catalog import latest_version
-from server.export import trial_rows
+from server.export import MEDIA_TYPES, export_bytes, trial_rows
 from server.extensions import get_db, limiter, login_manager
 from server.models import Researcher, Study
+from server.prolific import bonus_csv, bonuses, ids_csv, per_correct_amount, platform_ids
+from server.psychds import psych_ds_zip
 from server.researchers import (
     ResearcherUser,
     authenticate,
@@ -87,11 +88,12 @@ def study_for(slug: str, action: str) -> tuple[Session, Researcher, Study]:
 @bp.get("/dashboard")
 @login_required
 def index():
-    db = get_db()
-    me = researcher()
-    return render_template("dashboard.html", studies=study_progress(db, visible_studies(db, me)),
-                           can_set_state={s.slug for s in visible_studies(db, me)
-                                          if role_of(db, me, s) in ALLOWED["set_state"]})
+    db, me = get_db(), researcher()
+    studies = visible_studies(db, me)
+    roles = {s.slug: role_of(db, me, s) for s in studies}
+    return render_template("dashboard.html", studies=study_progress(db, studies),
+                           can_set_state={k for k, r in roles.items() if r in ALLOWED["set_state"]},
+                           can_prolific={k for k, r in roles.items() if r in ALLOWED["prolific"]})
 
 
 @bp.post("/dashboard/<slug>/state")
@@ -181,17 +183,51 @@ def regenerate_report(slug: str):
     return redirect(url_for("dashboard.report", slug=slug))
 
 
-@bp.get("/dashboard/<slug>/trials.csv")
+def attachment(body: bytes | str, mimetype: str, filename: str) -> Response:
+    return Response(body, mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.get("/dashboard/<slug>/trials.<any(csv, parquet):fmt>")
 @login_required
-def download(slug: str):
+def download(slug: str, fmt: str):
     db, me, study = study_for(slug, "download")
-    buffer = io.StringIO()
     frame = trial_rows(db, slug)
-    frame.to_csv(buffer, index=False)
-    audit(db, me.username, "export", study, format="csv", rows=len(frame))
+    body = export_bytes(frame, fmt)
+    audit(db, me.username, "export", study, format=fmt, rows=len(frame))
     db.commit()
-    return Response(
-        buffer.getvalue(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{slug}-trials.csv"'},
-    )
+    return attachment(body, MEDIA_TYPES[fmt], f"{slug}-trials.{fmt}")
+
+
+@bp.get("/dashboard/<slug>/psych-ds.zip")
+@login_required
+def download_psych_ds(slug: str):
+    """The psych-DS dataset `assay export --psych-ds` writes, as one zip."""
+    db, me, study = study_for(slug, "download")
+    frame = trial_rows(db, slug)
+    body = psych_ds_zip(frame, slug=slug, title=latest_version(db, slug).spec["title"])
+    audit(db, me.username, "export", study, format="psych-ds", rows=len(frame))
+    db.commit()
+    return attachment(body, "application/zip", f"{slug}-psych-ds.zip")
+
+
+@bp.get("/dashboard/<slug>/prolific/<any(approve, return, bonus):which>.csv")
+@login_required
+def prolific_list(slug: str, which: str):
+    """Prolific's bulk approve / return / bonus file (platform IDs: owners only, audited).
+    The bonus takes ``per_correct`` if given, else the study file's rule."""
+    db, me, study = study_for(slug, "prolific")
+    try:
+        if which == "bonus":
+            typed = request.args.get("per_correct", "").strip()
+            rows = bonuses(db, slug, per_correct_amount(typed) if typed else None)
+            body, detail = bonus_csv(rows), {"total": str(sum(a for _, a in rows))}
+        else:
+            rows = platform_ids(db, slug, which)
+            body, detail = ids_csv(rows), {}
+    except ValueError as exc:
+        flash(f"No {which} list for {slug}: {exc}.")
+        return redirect(url_for("dashboard.index"))
+    audit(db, me.username, "prolific_list", study, list=which, rows=len(rows), **detail)
+    db.commit()
+    return attachment(body, "text/csv", f"{slug}-prolific-{which}.csv")

@@ -7,6 +7,7 @@ read from the stimulus set each study version was launched on.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +124,23 @@ def trial_rows(db: Session, slug: str, include_preview: bool = False) -> pd.Data
     return frame
 
 
+MEDIA_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+
+
+def export_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
+    """The table as a CSV or Parquet file's bytes (the dashboard's downloads, and files)."""
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode()
+    if fmt == "parquet":
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+    raise ValueError(f"export format must be {' or '.join(MEDIA_TYPES)}, not {fmt!r}")
+
+
 def write_export(frame: pd.DataFrame, out: Path) -> None:
     """CSV, or Parquet when the file name ends in .parquet."""
     out = Path(out)
-    if out.suffix == ".parquet":
-        frame.to_parquet(out, index=False)
-    elif out.suffix == ".csv":
-        frame.to_csv(out, index=False)
-    else:
+    if out.suffix not in (".csv", ".parquet"):
         raise ValueError(f"{out}: export format must be .csv or .parquet")
+    out.write_bytes(export_bytes(frame, out.suffix[1:]))

@@ -10,8 +10,11 @@ Written against psych-DS schema 1.5.0 (tests/server/data/psych-ds-schema-1.5.0.j
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tempfile
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -84,6 +87,26 @@ def write_psych_ds(frame: pd.DataFrame, out: Path, *, slug: str, title: str,
         "per stored trial, participants as pseudonyms. The variables are described in "
         "dataset_description.json.\n")
     return path
+
+
+def describe_study(slug: str, title: str) -> str:
+    """The dataset's description, the same from the command line and the dashboard."""
+    return f"Trial-level responses of the Assay study {slug!r} ({title})."
+
+
+def psych_ds_zip(frame: pd.DataFrame, *, slug: str, title: str) -> bytes:
+    """The dataset folder ``write_psych_ds`` writes, zipped under one folder
+    ``<slug>-psych-ds/``; it is built in a fresh temporary directory, never a given path."""
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp, \
+            zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        root = Path(tmp) / f"{slug}-psych-ds"
+        write_psych_ds(frame, root, slug=slug, title=title,
+                       description=describe_study(slug, title))
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(tmp).as_posix())
+    return buffer.getvalue()
 
 
 def _describe(column: str) -> str:

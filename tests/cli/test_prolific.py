@@ -1,12 +1,14 @@
 """Prolific operations and participants' rights on the command line: platform IDs by status
-for Prolific's bulk tools, and platform IDs purged some days after a study closes (the
-pseudonymous keys stay, so exports still flag repeat participation)."""
+and bonuses for Prolific's bulk tools, and platform IDs purged some days after a study
+closes (the pseudonymous keys stay, so exports still flag repeat participation)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+import pytest
 from sqlalchemy import DateTime, bindparam, create_engine, text
 
 from tests.cli.test_cli import launched_db, run, study_file  # noqa: F401 (fixtures)
@@ -29,6 +31,48 @@ def test_lists_for_prolific_by_status(tmp_path, launched_db):  # noqa: F811
         assert listed == sorted((p for p, s in status.items() if s in statuses),
                                 key=list(status).index)
     assert status["PID-R-1"] == "completed"
+
+
+def test_bonus_list_for_prolific(tmp_path, launched_db):  # noqa: F811
+    engine = create_engine(launched_db)
+    with engine.connect() as conn:
+        sessions = {pid: (status, json.loads(plan) if isinstance(plan, str) else plan)
+                    for pid, status, plan in conn.execute(text(
+                        "SELECT p.platform_pid, s.status, s.plan FROM platform_identities p "
+                        "JOIN sessions s ON s.id = p.session_id"))}
+    engine.dispose()
+    # by hand: launched_db answers every third main trial wrongly; PID-R-2 was screened out
+    assert sessions["PID-R-2"][0] == "screened_out"
+    correct = sum(1 for t in sessions["PID-R-1"][1] if t["kind"] == "main" and t["index"] % 3)
+    out = tmp_path / "bonus.csv"
+    result = run("prolific", "demo-2afc", "--list", "bonus", "--bonus-per-correct", "0.13",
+                 "--out", out, "--database-url", launched_db)
+    assert result.exit_code == 0, result.output
+    pence = 13 * correct
+    assert out.read_text() == f"PID-R-1,{pence // 100}.{pence % 100:02d}\n"
+    assert f"wrote 1 participant ID(s) to {out} ({pence / 100:.2f} in total)" in result.output
+    unruled = run("prolific", "demo-2afc", "--list", "bonus", "--out", out,
+                  "--database-url", launched_db)
+    assert unruled.exit_code == 2
+    assert "demo-2afc's study file sets no recruitment.bonus_per_correct" in unruled.output
+    stray = run("prolific", "demo-2afc", "--list", "approve", "--bonus-per-correct", "1",
+                "--out", out, "--database-url", launched_db)
+    assert stray.exit_code == 2 and "--bonus-per-correct goes with --list bonus" in stray.output
+
+
+@pytest.mark.parametrize("amount,message", [
+    ("0", "must be more than 0 and at most 100, in whole pence or cents, not '0'"),
+    ("-1", "not '-1'"),
+    ("0.005", "not '0.005'"),
+    ("100.01", "not '100.01'"),
+    ("nan", "not 'nan'"),
+    ("£1", "'£1' is not an amount such as 0.05"),
+])
+def test_bonus_amounts_that_prolific_could_not_pay_are_refused(tmp_path, amount, message):
+    result = run("prolific", "x", "--list", "bonus", "--bonus-per-correct", amount,
+                 "--out", tmp_path / "b.csv", "--database-url", f"sqlite:///{tmp_path}/none.db")
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_platform_ids_are_purged_days_after_the_study_closes(tmp_path, launched_db):  # noqa: F811

@@ -53,6 +53,11 @@ BROKEN = [
         "recruitment.completion_code: Field required",
     ),
     (
+        DEMO.replace('completion_code = "DEMO2AFC"',
+                     'completion_code = "DEMO2AFC"\nbonus_per_correct = 0.005'),
+        "recruitment.bonus_per_correct: Decimal input should have no more than 2 decimal places",
+    ),
+    (
         DEMO.replace("catch_rate = 0.17", "catch_rate = 0.17\ncatchrate = 1"),
         "trials.catchrate: Extra inputs are not permitted",
     ),
