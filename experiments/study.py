@@ -149,6 +149,15 @@ class AnalysisPlan(_Strict):
     alternative: Literal["two-sided", "greater", "less"] = "two-sided"
 
 
+class Screening(_Strict):
+    """What the participant's browser must offer, checked before consent: a trial that does
+    not fit the window, or a phone's touch screen, would change what is measured."""
+
+    min_width: int = Field(800, ge=0, le=10_000, description="CSS pixels; 0: no minimum")
+    min_height: int = Field(600, ge=0, le=10_000, description="CSS pixels; 0: no minimum")
+    allow_mobile: bool = False  # phones and tablets
+
+
 class Recruitment(_Strict):
     platform: Literal["prolific", "none"] = "prolific"
     completion_code: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -174,6 +183,7 @@ class StudySpec(_Strict):
     exclusions: Exclusions = Exclusions()
     recruitment: Recruitment
     analysis: AnalysisPlan | None = None  # the pre-registered confirmatory test
+    screening: Screening | None = None  # None: every device and window is let in
 
     @model_validator(mode="before")
     @classmethod
@@ -250,8 +260,9 @@ class StudySpec(_Strict):
 
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json")
-        if data["analysis"] is None:  # specs launched before it existed keep their digest
-            del data["analysis"]
+        for optional in ("analysis", "screening"):  # specs launched before they existed
+            if data[optional] is None:  # keep their digest
+                del data[optional]
         if data["recruitment"]["bonus_per_correct"] is None:  # likewise
             del data["recruitment"]["bonus_per_correct"]
         return json.dumps(data, sort_keys=True)

@@ -1,7 +1,7 @@
 """A session's steps outside the trials: consent, instructions, questionnaire, finishing.
 
 Status moves consent -> instructions -> trials -> questionnaire -> completed | screened_out,
-or consent -> declined.
+or consent -> declined, or consent -> screened_out (the device or window does not fit).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import delete
@@ -22,6 +22,11 @@ from server.models import ParticipantSession, TrialResponse
 from server.trials import FlowError, catch_accuracy, missing_main, progress, stored_indices
 
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
+PROLIFIC_HOME = "https://app.prolific.com/"
+# Why a session was screened out. Before consent nothing was done, so there is no code.
+BeforeConsent = Literal["mobile", "window_too_small"]
+BEFORE_CONSENT = get_args(BeforeConsent)
+SCREEN_REASONS = (*BEFORE_CONSENT, "catch_accuracy")
 
 
 class ConsentIn(BaseModel):
@@ -54,8 +59,25 @@ class QuestionnaireIn(BaseModel):
     answers: dict[Annotated[CleanText, Field(max_length=100)], CleanText] = Field(max_length=100)
 
 
+class ScreeningIn(BaseModel):
+    """What the browser check measured, and the study requirement it failed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reason: BeforeConsent
+    width: int = Field(ge=0, le=100_000)  # the window's inner size, CSS pixels
+    height: int = Field(ge=0, le=100_000)
+    mobile: bool  # a phone or tablet
+
+
 def spec_of(session: ParticipantSession) -> StudySpec:
     return StudySpec.model_validate(session.version.spec)
+
+
+@dataclass(frozen=True)
+class Finished:
+    status: str
+    code: str | None
+    redirect_url: str | None
 
 
 def _expect(session: ParticipantSession, *statuses: str) -> None:
@@ -64,14 +86,44 @@ def _expect(session: ParticipantSession, *statuses: str) -> None:
 
 
 def consent(session: ParticipantSession, data: ConsentIn) -> None:
-    """Declining is final; replaying the same answer (after a lost response) is a no-op."""
-    if (session.status == "declined") == (not data.agree) and session.status != "consent":
+    """Declining is final; replaying the same answer (after a lost response) is a no-op.
+    A session screened out before consent never consented: there is nothing to replay."""
+    replay = (session.status == "declined") == (not data.agree)
+    if replay and session.status != "consent" and session.screen_reason not in BEFORE_CONSENT:
         return
     _expect(session, "consent")
     session.status = "instructions" if data.agree else "declined"
     session.consented_at = now() if data.agree else None
     if not data.agree:
         session.finished_at = now()
+
+
+def screen_out(session: ParticipantSession, data: ScreeningIn) -> Finished:
+    """Before consent only. The browser's measurement is taken on trust, but it must fail
+    the study's own requirements; replaying the same report is a no-op. No code is given:
+    the participant returns the study on Prolific."""
+    if not (session.status == "screened_out" and session.screen_reason == data.reason):
+        _expect(session, "consent")
+        need = spec_of(session).screening
+        if need is None:
+            raise FlowError("this study does not screen devices")
+        if data.reason == "mobile" and (need.allow_mobile or not data.mobile):
+            raise FlowError("reason: 'mobile' needs mobile = true, in a study that does not "
+                            "allow phones and tablets", status=400)
+        if data.reason == "window_too_small" and (
+                data.width >= need.min_width and data.height >= need.min_height):
+            raise FlowError(f"reason: a {data.width}x{data.height} window meets the study's "
+                            f"minimum of {need.min_width}x{need.min_height}", status=400)
+        session.status = "screened_out"
+        session.screen_reason = data.reason
+        session.finished_at = now()
+    return Finished(session.status, None, return_url(session, spec_of(session)))
+
+
+def return_url(session: ParticipantSession, spec: StudySpec) -> str | None:
+    """Where a participant who cannot finish goes: Prolific, to return the study (no code)."""
+    return (PROLIFIC_HOME
+            if spec.recruitment.platform == "prolific" and session.mode != "preview" else None)
 
 
 def instructions_read(session: ParticipantSession, data: InstructionsIn) -> None:
@@ -106,13 +158,6 @@ def answer_questionnaire(db: Session, session: ParticipantSession, data: Questio
     session.status = "questionnaire"
 
 
-@dataclass(frozen=True)
-class Finished:
-    status: str
-    code: str | None
-    redirect_url: str | None
-
-
 def finish(db: Session, session: ParticipantSession) -> Finished:
     """Close a session and hand out its code, only once every trial is confirmed stored."""
     spec = spec_of(session)
@@ -132,14 +177,16 @@ def finish(db: Session, session: ParticipantSession) -> Finished:
             and accuracy < rule.catch_min_accuracy
         )
         session.status = "screened_out" if failed else "completed"
+        session.screen_reason = "catch_accuracy" if failed else None
         session.finished_at = now()
     code = (
         spec.recruitment.screenout_code
         if session.status == "screened_out"
         else spec.recruitment.completion_code
     )
-    if session.mode == "preview":  # the live code would let anyone claim a payment
-        code = None
+    if session.mode == "preview" or session.screen_reason in BEFORE_CONSENT:
+        code = None  # a preview's live code would let anyone claim a payment; before
+        # consent nothing was done
     redirect = None
     if spec.recruitment.platform == "prolific" and session.mode != "preview" and code:
         redirect = PROLIFIC_COMPLETE + code
@@ -199,6 +246,9 @@ def client_state(db: Session, session: ParticipantSession,
         "title": spec.title,
         "texts": spec.texts.model_dump(),
         "paradigm": options.model_dump(),
+        "screening": spec.screening.model_dump() if spec.screening else None,
+        "screen_reason": session.screen_reason,
+        "return_url": return_url(session, spec),
         "practice": {"trials": spec.practice.trials, "max_attempts": spec.practice.max_attempts},
         "questionnaire": [q.model_dump() for q in spec.questionnaire],
         "progress": {

@@ -112,6 +112,8 @@ class ParticipantSession(Base):
     consented_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     instructions_seconds: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # why a screened-out session was (server.flow.SCREEN_REASONS); None for any other
+    screen_reason: Mapped[str | None] = mapped_column(String(40))
     questionnaire: Mapped[dict[str, Any] | None]
     user_agent: Mapped[str | None] = mapped_column(String(400))
     version: Mapped[StudyVersion | None] = relationship()

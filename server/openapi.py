@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from experiments.paradigms import PARADIGMS
-from server.flow import ConsentIn, InstructionsIn, QuestionnaireIn
+from server.flow import ConsentIn, InstructionsIn, QuestionnaireIn, ScreeningIn
 from server.tokens import HEADER
 from server.trials import TrialIn
 
@@ -24,6 +24,11 @@ STATUS = {"type": "object", "properties": {"status": {"type": "string"}}}
 ROUTES: dict[str, tuple[str, type[BaseModel] | None, dict, str]] = {
     "/api/state": ("get", None, {"type": "object"},
                    "the session's state, plan views and progress (rebuilds the timeline)"),
+    "/api/screening": ("post", ScreeningIn, {
+        "type": "object", "properties": {"status": {"type": "string"},
+                                         "reason": {"type": "string"},
+                                         "redirect_url": {"type": ["string", "null"]}}},
+        "before consent: the device or window fails the study's screening (no code)"),
     "/api/consent": ("post", ConsentIn, STATUS, "agree or decline (declining is final)"),
     "/api/instructions": ("post", InstructionsIn, STATUS, "the instructions were read"),
     "/api/trials": ("post", TrialIn, {
@@ -54,7 +59,8 @@ ERRORS = {
 @functools.cache
 def openapi() -> dict[str, Any]:
     answers = [p.Answer for p in PARADIGMS.values()]
-    models = dict.fromkeys((ConsentIn, InstructionsIn, QuestionnaireIn, TrialIn, *answers))
+    models = dict.fromkeys((ScreeningIn, ConsentIn, InstructionsIn, QuestionnaireIn, TrialIn,
+                             *answers))
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template=REF)
     components = schemas.get("$defs", {})
     # the answer is checked by the session's paradigm: one of theirs

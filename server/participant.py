@@ -32,14 +32,17 @@ from server.bodies import M, parse_body
 from server.export import pseudonym
 from server.extensions import get_db, limiter
 from server.flow import (
+    PROLIFIC_HOME,
     ConsentIn,
     InstructionsIn,
     QuestionnaireIn,
+    ScreeningIn,
     answer_questionnaire,
     client_state,
     consent,
     finish,
     instructions_read,
+    screen_out,
     withdraw,
 )
 from server.models import Image
@@ -58,6 +61,8 @@ from server.tokens import (
     participant_key,
     sign,
     verify,
+    withdrawal_owner,
+    withdrawal_token,
 )
 from server.trials import FlowError
 
@@ -65,7 +70,6 @@ log = logging.getLogger(__name__)
 pages = Blueprint("participant", __name__)
 api = Blueprint("api", __name__, url_prefix="/api")
 
-PROLIFIC_HOME = "https://app.prolific.com/"
 PLATFORM_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 # Files served from node_modules: a fixed table, so no request path reaches the filesystem.
@@ -78,6 +82,7 @@ VENDOR = {
     "plugin-survey-html-form.js": "@jspsych/plugin-survey-html-form/dist/index.browser.min.js",
     "plugin-preload.js": "@jspsych/plugin-preload/dist/index.browser.min.js",
     "plugin-instructions.js": "@jspsych/plugin-instructions/dist/index.browser.min.js",
+    "plugin-browser-check.js": "@jspsych/plugin-browser-check/dist/index.browser.min.js",
     "chart.js": "chart.js/dist/chart.umd.min.js",  # the dashboard's plots
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -137,10 +142,29 @@ def entry(slug: str):
         return render_template("elsewhere.html", title=elsewhere.title), 409
     # the signed cookie remembers the session: what lets this browser resume it
     session["sessions"] = {**session.get("sessions", {}), slug: public_id}
-    token = sign(current_app.config["SECRET_KEY"], public_id)
+    secret = current_app.config["SECRET_KEY"]
+    withdraw_url = url_for("participant.withdraw_link", token=withdrawal_token(secret, public_id),
+                           _external=True)
     log.info("entry to %s: session %s (%s)", slug, public_id[:8], mode)
-    return render_template("study.html", token=token, title=title, mode=mode,
-                           script=paradigm.script, stylesheet=paradigm.stylesheet)
+    return render_template("study.html", token=sign(secret, public_id), title=title, mode=mode,
+                           withdraw_url=withdraw_url, script=paradigm.script,
+                           stylesheet=paradigm.stylesheet)
+
+
+@pages.route("/withdraw/<token>", methods=["GET", "POST"])
+def withdraw_link(token: str):
+    """The link participants keep to withdraw later (from the study's last pages): a page
+    that asks, and a form that withdraws. It names the session, never the platform ID."""
+    public_id = withdrawal_owner(current_app.config["SECRET_KEY"], token)
+    db = get_db()
+    with db.begin():
+        psession = get_session(db, public_id) if public_id else None
+        if psession is None:
+            abort(404, description="no such withdrawal link")
+        if request.method == "POST":
+            _withdraw(db, psession, via="link")
+        title, withdrawn = psession.version.spec["title"], psession.status == "withdrawn"
+    return render_template("withdraw.html", title=title, withdrawn=withdrawn)
 
 
 @pages.get("/img/<digest>.png")
@@ -246,14 +270,28 @@ def post_questionnaire(db, psession):
     return jsonify(status=psession.status)
 
 
-@api.post("/withdraw")
+@api.post("/screening")
 @participant_only
-def post_withdraw(db, psession):
+def post_screening(db, psession):
+    """The browser check failed before consent: screened out, sent back without a code."""
+    done = screen_out(psession, parse(ScreeningIn))
+    log.info("session %s screened out: %s", psession.public_id[:8], psession.screen_reason)
+    return jsonify(status=done.status, reason=psession.screen_reason,
+                   redirect_url=done.redirect_url)
+
+
+def _withdraw(db, psession, via: str) -> int:
     """The participant withdraws: their responses are deleted, on the audit record."""
     deleted = withdraw(db, psession)
     audit(db, "participant", "withdraw", psession.version.study,
-          session=pseudonym(psession.public_id),
-          deleted_trials=deleted)
+          session=pseudonym(psession.public_id), deleted_trials=deleted, via=via)
+    return deleted
+
+
+@api.post("/withdraw")
+@participant_only
+def post_withdraw(db, psession):
+    deleted = _withdraw(db, psession, via="page")
     return jsonify(status=psession.status, deleted=deleted)
 
 

@@ -12,16 +12,30 @@ _SALT = "assay-participant-session"
 _DIGEST_BYTES = 32  # an image's SHA-256
 
 
-def sign(secret: str, public_id: str) -> str:
-    return URLSafeSerializer(secret, salt=_SALT).dumps(public_id)
+_WITHDRAWAL_SALT = "assay-withdrawal-link"
 
 
-def verify(secret: str, token: str) -> str | None:
+def sign(secret: str, public_id: str, salt: str = _SALT) -> str:
+    return URLSafeSerializer(secret, salt=salt).dumps(public_id)
+
+
+def verify(secret: str, token: str, salt: str = _SALT) -> str | None:
     try:
-        value = URLSafeSerializer(secret, salt=_SALT).loads(token)
+        value = URLSafeSerializer(secret, salt=salt).loads(token)
     except BadSignature:
         return None
     return value if isinstance(value, str) else None
+
+
+def withdrawal_token(secret: str, public_id: str) -> str:
+    """The withdrawal link's token: participants keep it after the study, so it can withdraw
+    its session and do nothing else (the session token answers for the whole session)."""
+    return sign(secret, public_id, _WITHDRAWAL_SALT)
+
+
+def withdrawal_owner(secret: str, token: str) -> str | None:
+    """The public id a withdrawal token names; None for a forged or session token."""
+    return verify(secret, token, _WITHDRAWAL_SALT)
 
 
 def participant_key(secret: str, platform_pid: str) -> str:

@@ -118,7 +118,7 @@ def demo_spec(slug: str, **overrides) -> StudySpec:
     data = tomllib.loads((ROOT / "experiments" / "demos" / "2afc.toml").read_text())
     data["slug"] = slug
     for key, value in overrides.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return StudySpec.model_validate(data)
 
 

@@ -177,3 +177,13 @@ def test_a_legacy_session_under_way_finishes_on_its_frozen_plan(legacy_url, tmp_
         1 for t in plan if t["kind"] != "practice" or t["attempt"] == 1)
     assert set(frame["choice"].dropna()) <= {"a", "b"} and "cov_importance" in frame
     app.extensions["assay.engine"].dispose()
+
+
+def test_0007_gives_earlier_screen_outs_their_reason(legacy_url):
+    """Before 0007 only failed catch trials screened a session out."""
+    engine = create_engine(normalize_url(legacy_url))
+    with Session(engine) as db:
+        reasons = {s.status: s.screen_reason for s in db.scalars(select(ParticipantSession))}
+    engine.dispose()
+    assert reasons.pop("screened_out") == "catch_accuracy"
+    assert set(reasons.values()) == {None}

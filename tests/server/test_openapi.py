@@ -28,7 +28,7 @@ def test_the_description_is_served_and_names_every_paradigm_answer(client):
     description = response.json
     assert set(description["paths"]) == {"/api/state", "/api/consent", "/api/instructions",
                                          "/api/trials", "/api/questionnaire", "/api/finish",
-                                         "/api/withdraw"}
+                                         "/api/withdraw", "/api/screening"}
     answer = description["components"]["schemas"]["TrialIn"]["properties"]["answer"]
     named = {ref["$ref"].rsplit("/", 1)[-1] for ref in answer["anyOf"]}
     assert named == {p.Answer.__name__ for p in PARADIGMS.values()}

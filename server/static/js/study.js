@@ -1,8 +1,10 @@
 /* The participant's side of an Assay study.
  *
  * Reads the session token from <body data-token>, asks the server where the session stands
- * (GET /api/state) and builds the jsPsych timeline from there: consent, instructions,
- * preload, practice loop, main trials, questionnaire, debrief, finish.
+ * (GET /api/state) and builds the jsPsych timeline from there: screening (screening.js),
+ * consent, instructions, preload, practice loop, main trials, questionnaire, debrief,
+ * finish. The debrief and the last page offer withdrawal, now or later by a link
+ * (<body data-withdraw-url>) that participants sent straight to Prolific can keep.
  *
  * Paradigm-blind: the page also loads the session's paradigm script
  * (static/js/paradigms/<id>.js), which registers `window.AssayParadigms[id]` =
@@ -29,6 +31,8 @@
   "use strict";
 
   const { Outbox, statusIndicator, requestUntilAnswered } = window.AssayNet;
+  const Screening = window.AssayScreening;
+  const WITHDRAWN = "You have withdrawn: your responses have been deleted. Please return the study on Prolific.";
 
   // --- small helpers -----------------------------------------------------------------------
 
@@ -134,7 +138,7 @@
 
   // --- the timeline ------------------------------------------------------------------------
 
-  function buildTimeline(jsPsych, state, outbox, token) {
+  function buildTimeline(jsPsych, state, outbox, token, screened) {
     const opts = state.paradigm;
     const paradigm = window.AssayParadigms && window.AssayParadigms[opts.id];
     if (!paradigm) throw new Error("this page has no plugin for the paradigm " + opts.id);
@@ -159,13 +163,32 @@
       timeline.push(endScreen(paragraphs("You have declined to take part. Thank you for your time; you may close this page.")));
       return timeline;
     }
+    if (status === "withdrawn") {
+      timeline.push(endScreen(paragraphs(WITHDRAWN)));
+      return timeline;
+    }
+    if (status === "screened_out" && Screening.beforeConsent(state.screen_reason)) {
+      timeline.push({
+        type: TaskPlugin,
+        run: (say, box) => {
+          Screening.show(box, state.screen_reason, state.screening, state.return_url, null);
+          return forever();
+        },
+      });
+      return timeline;
+    }
+
+    if (status === "consent" && state.screening) {
+      timeline.push(...Screening.steps(state.screening, screened)); // a failure ends the timeline
+    }
 
     if (status === "consent") {
       timeline.push(
         button(
           "<h1>" + escapeHtml(state.title) + "</h1>" + paragraphs(state.texts.consent) +
-            '<p class="assay-withdraw-note">You may withdraw at any time: close this page, ' +
-            "or use “Withdraw my responses” on the last page, and your responses are deleted.</p>",
+            '<p class="assay-withdraw-note">You may stop at any time by closing this page. ' +
+            "At the end you can withdraw: “Withdraw my responses” deletes your responses, " +
+            "and a link lets you do so later too.</p>",
           ["I agree", "I do not agree"],
           {
             css_classes: ["assay-text"],
@@ -208,10 +231,31 @@
     }
 
     if (status !== "completed" && status !== "screened_out") {
-      timeline.push(button(paragraphs(state.texts.debrief), ["Finish"], { css_classes: ["assay-text"] }));
+      timeline.push(debriefStep());
     }
     timeline.push(finishStep());
     return timeline;
+
+    /** The debrief, with the withdrawal a participant sent straight to Prolific needs. */
+    function debriefStep() {
+      return {
+        type: TaskPlugin,
+        run: (say, box) =>
+          new Promise((resolve) => {
+            box.removeAttribute("role");
+            box.className = "assay-debrief";
+            box.innerHTML = paragraphs(state.texts.debrief);
+            const p = document.createElement("p");
+            const finish = document.createElement("button");
+            finish.className = "jspsych-btn";
+            finish.textContent = "Finish";
+            finish.addEventListener("click", () => resolve());
+            p.appendChild(finish);
+            box.appendChild(p);
+            box.appendChild(withdrawal(box));
+          }),
+      };
+    }
 
     function trialNode(t, progressText) {
       return Object.assign(paradigm.params(t.view, opts), {
@@ -390,14 +434,19 @@
             code.textContent = done.code;
             box.appendChild(code);
           }
-          box.appendChild(withdrawButton(box));
+          box.appendChild(withdrawal(box));
           return forever();
         },
       };
     }
 
-    /** The debrief's "withdraw": the participant's responses are deleted on the server. */
-    function withdrawButton(box) {
+    /** Withdrawal: a button that deletes the participant's responses now (the whole `box`
+     * then says so), and the link to do it later. */
+    function withdrawal(box) {
+      const section = document.createElement("div");
+      section.className = "assay-withdrawal";
+      const now = document.createElement("p");
+      now.textContent = "Changed your mind? You can withdraw from the study: your responses are then deleted. ";
       const button = document.createElement("button");
       button.className = "jspsych-btn assay-withdraw";
       button.textContent = "Withdraw my responses";
@@ -408,11 +457,24 @@
         const p = document.createElement("p");
         p.className = "assay-withdrawn";
         p.textContent = res.status === 200
-          ? "Your responses have been deleted. Please return the study on Prolific."
+          ? WITHDRAWN
           : "The withdrawal could not be recorded: please message the researcher.";
         box.replaceChildren(p);
       });
-      return button;
+      now.appendChild(button);
+      section.appendChild(now);
+      const url = document.body.dataset.withdrawUrl;
+      if (url) {
+        const later = document.createElement("p");
+        later.textContent = "To withdraw later, keep this link (it does not contain your Prolific ID): ";
+        const link = document.createElement("a");
+        link.className = "assay-withdraw-link";
+        link.href = url;
+        link.textContent = url;
+        later.appendChild(link);
+        section.appendChild(later);
+      }
+      return section;
     }
 
     /** POST once the outbox is empty; resend what a 409 `missing` names, then try again. */
@@ -513,7 +575,12 @@
     target.textContent = "";
     const jsPsych = initJsPsych({ display_element: target });
     window.assay = { jsPsych: jsPsych, outbox: outbox, state: res.data }; // for tests and debugging
-    await jsPsych.run(buildTimeline(jsPsych, res.data, outbox, token));
+    const screened = {}; // what a failed screening step measured
+    await jsPsych.run(buildTimeline(jsPsych, res.data, outbox, token, screened));
+    if (screened.reason) {
+      const request = (method, path, body) => requestUntilAnswered(token, method, path, body, () => {});
+      await Screening.report(request, jsPsych.getDisplayElement(), res.data, screened);
+    }
   }
 
   main().catch((err) => console.error("Assay:", err));
