@@ -7,8 +7,10 @@ factor of Λ'Z'WZΛ + I at the mode (W the IRLS weights). Stage 1 (``nAGQ = 0``)
 inside PIRLS too; stage 2 optimizes (θ, β) jointly with only u inside. Two PIRLS: lme4's
 (``pirls_lme4``: its stopping rule at ``tolPwrss``, its start and its factor, so that the
 deviance is the very function glmer optimizes at its defaults) and one run to convergence
-with warm starts (``pirls``: the exact Laplace deviance). The LMM deviance is profiled over
-β and σ as in lme4's section 3.
+with warm starts (``pirls_modes``: the exact Laplace deviance). The exact one is written
+over a leading batch axis, so that ``InterceptBatch`` refits the hundreds of simulated
+datasets of a power analysis at once. The LMM deviance is profiled over β and σ as in
+lme4's section 3.
 """
 
 from __future__ import annotations
@@ -56,6 +58,99 @@ class Link:
         return special.logit(mu) if self.name == "logit" else special.ndtri(mu)
 
 
+class Binomial:
+    """Binomial responses: proportions y and trials m (prior weights), each (…, n) with a
+    leading batch axis for a batch; rows with m = 0 contribute nothing (padding)."""
+
+    def __init__(self, y: np.ndarray, trials: np.ndarray, link: Link) -> None:
+        self.y, self.trials, self.link = y, trials, link
+        self.succ = y * trials
+        self.const = np.sum(special.gammaln(trials + 1) - special.gammaln(self.succ + 1)
+                            - special.gammaln(trials - self.succ + 1), axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.ylogy = np.sum(trials * (special.xlogy(y, y) + special.xlogy(1 - y, 1 - y)),
+                                axis=-1)
+
+    def neg2loglik(self, eta: np.ndarray) -> np.ndarray:
+        """-2 log p(y | η) including the binomial coefficients (lme4's ``aic()``)."""
+        lmu, l1mu = self.link.log_mu(eta)
+        return -2 * (self.const + np.sum(self.succ * lmu + (self.trials - self.succ) * l1mu,
+                                         axis=-1))
+
+    def weights(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """IRLS weights W and the score residuals r = m (y - mu) mu' / var."""
+        mu, dmu = self.link.inverse(eta)
+        var = mu * (1 - mu)
+        return self.trials * dmu**2 / var, self.trials * (self.y - mu) * dmu / var
+
+    def resdev(self, eta: np.ndarray) -> np.ndarray:
+        """Binomial residual deviance, sum of R's ``dev.resids`` (lme4's ``resDev()``)."""
+        return self.neg2loglik(eta) + 2 * (self.const + self.ylogy)
+
+
+@dataclass(frozen=True)
+class Modes:
+    """Result of ``pirls_modes``; arrays with the batch axis of its input."""
+
+    deviance: np.ndarray  # Laplace deviance at the modes (…,)
+    factor: Factor  # of A at the modes
+    beta: np.ndarray  # (…, p)
+    u: np.ndarray  # (…, q)
+    iterations: int
+
+
+def pirls_modes(system: BlockSystem, vdata: np.ndarray, X: np.ndarray, response: Binomial,
+                beta: np.ndarray, u: np.ndarray, *, update_beta: bool = False,
+                tol: float = 1e-10, maxit: int = 60) -> Modes:
+    """PIRLS run to convergence from the modes ``u``: conditional modes (and β when
+    ``update_beta``, lme4's nAGQ = 0) by Newton/Fisher steps with step halving on the
+    penalized deviance; every array may carry a leading batch axis (X is shared).
+
+    It stops when no member's step exceeds ``tol``: the factor is then computed at the
+    mode and the Laplace value is exact."""
+    beta = np.array(beta, dtype=float)
+    u = np.array(u, dtype=float)
+    u = np.where(np.all(np.isfinite(u), axis=-1, keepdims=True), u, 0.0)
+
+    def penalized(u: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        eta = beta @ X.T + system.v_mul(vdata, u)
+        return eta, response.neg2loglik(eta) + np.sum(u * u, axis=-1)
+
+    eta, pdev = penalized(u, beta)
+    iterations = 0
+    for _ in range(maxit):
+        iterations += 1
+        w, r = response.weights(eta)
+        fac = system.factor(vdata, w)
+        g_u = system.vt_mul(vdata, r) - u
+        if update_beta:  # joint Newton step on (u, β) through the Schur complement of A
+            wx = w[..., None] * X  # (…, n, p)
+            b_mat = system.vt_mul(vdata, wx)  # (…, q, p)
+            ainv_b = fac.solve(b_mat)
+            b_t = np.swapaxes(b_mat, -1, -2)
+            du0 = fac.solve(g_u)
+            dbeta = np.linalg.solve(X.T @ wx - b_t @ ainv_b,
+                                    (r @ X - (b_t @ du0[..., None])[..., 0])[..., None])[..., 0]
+            du = du0 - (ainv_b @ dbeta[..., None])[..., 0]
+        else:
+            dbeta, du = np.zeros_like(beta), fac.solve(g_u)
+        change = np.maximum(np.max(np.abs(du), axis=-1, initial=0),
+                            np.max(np.abs(dbeta), axis=-1, initial=0))
+        if np.all(change < tol):
+            break
+        step = np.ones_like(pdev)
+        while True:
+            u_new = u + step[..., None] * du
+            b_new = beta + step[..., None] * dbeta
+            eta_new, pdev_new = penalized(u_new, b_new)
+            worse = (pdev_new > pdev + 1e-10 * np.abs(pdev)) & (step >= 1e-8)
+            if not np.any(worse):
+                break
+            step = np.where(worse, step / 2, step)
+        u, beta, eta, pdev = u_new, b_new, eta_new, pdev_new
+    return Modes(pdev + fac.logdet, fac, beta, u, iterations)
+
+
 class Objective:
     """Shared state: the design, its block system, and Λ-dependent row values of ZΛ."""
 
@@ -63,7 +158,7 @@ class Objective:
         if not design.terms:
             raise ValueError("the formula has no random-effect term; use a GLM")
         self.design = design
-        self.system = BlockSystem(design)
+        self.system = BlockSystem.of(design)
         self.n_theta = len(design.theta0)
 
     def vdata(self, theta: np.ndarray) -> np.ndarray:
@@ -93,11 +188,7 @@ class GlmmObjective(Objective):
         self.tol, self.maxit = tol, maxit
         self.tol_pwrss = tol_pwrss
         y, m = design.y, design.trials
-        self.succ = y * m
-        self.const = float(np.sum(special.gammaln(m + 1) - special.gammaln(self.succ + 1)
-                                  - special.gammaln(m - self.succ + 1)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self._ylogy = float(np.sum(m * (special.xlogy(y, y) + special.xlogy(1 - y, 1 - y))))
+        self.response = Binomial(y, m, self.link)
         self.u = np.zeros(design.q)
         self.pirls_iterations = 0
         self.lp0: np.ndarray | None = None
@@ -132,66 +223,20 @@ class GlmmObjective(Objective):
         return beta
 
     def neg2loglik(self, eta: np.ndarray) -> float:
-        """-2 log p(y | η) including the binomial coefficients (lme4's ``aic()``)."""
-        lmu, l1mu = self.link.log_mu(eta)
-        d = self.design
-        ll = self.const + np.sum(self.succ * lmu + (d.trials - self.succ) * l1mu)
-        return float(-2 * ll)
+        return float(self.response.neg2loglik(eta))
 
-    def _weights(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """IRLS weights W and the score residuals r = m (y - mu) mu' / var."""
-        mu, dmu = self.link.inverse(eta)
-        var = mu * (1 - mu)
-        d = self.design
-        return d.trials * dmu**2 / var, d.trials * (d.y - mu) * dmu / var
+    def resdev(self, eta: np.ndarray) -> float:
+        return float(self.response.resdev(eta))
 
     def pirls(self, theta: np.ndarray, beta: np.ndarray, update_beta: bool = False,
               tol: float | None = None) -> tuple[float, Factor, np.ndarray]:
-        """Conditional modes (and β when ``update_beta``); returns (Laplace deviance, factor,
-        β). Newton/Fisher steps with step halving on the penalized deviance."""
-        d = self.design
-        tol = self.tol if tol is None else tol
-        vdata = self.vdata(theta)
-        v = self.system.v_matrix(vdata)
-        u, beta = self.u.copy(), np.array(beta, dtype=float)
-        if not np.all(np.isfinite(u)):
-            u = np.zeros(d.q)
-        eta = d.X @ beta + v @ u
-        pdev = self.neg2loglik(eta) + u @ u
-        for _ in range(self.maxit):
-            self.pirls_iterations += 1
-            w, r = self._weights(eta)
-            fac = self.system.factor(vdata, w)
-            g_u = v.T @ r - u
-            if update_beta:
-                wx = d.X * w[:, None]
-                b_mat = np.asarray(v.T @ wx)
-                ainv_b = fac.solve(b_mat)
-                schur = d.X.T @ wx - b_mat.T @ ainv_b
-                g_b = d.X.T @ r
-                du0 = fac.solve(g_u)
-                dbeta = np.linalg.solve(schur, g_b - b_mat.T @ du0)
-                du = du0 - ainv_b @ dbeta
-            else:
-                dbeta = np.zeros(d.p)
-                du = fac.solve(g_u)
-            if max(np.max(np.abs(du), initial=0), np.max(np.abs(dbeta), initial=0)) < tol:
-                break  # the factor was computed at the mode: the Laplace value is exact
-            step = 1.0
-            while True:
-                u_new, b_new = u + step * du, beta + step * dbeta
-                eta_new = d.X @ b_new + v @ u_new
-                pdev_new = self.neg2loglik(eta_new) + u_new @ u_new
-                if pdev_new <= pdev + 1e-10 * abs(pdev) or step < 1e-8:
-                    break
-                step /= 2
-            u, beta, eta, pdev = u_new, b_new, eta_new, pdev_new
-        self.u = u
-        return pdev + fac.logdet, fac, beta
-
-    def resdev(self, eta: np.ndarray) -> float:
-        """Binomial residual deviance, sum of R's ``dev.resids`` (lme4's ``resDev()``)."""
-        return self.neg2loglik(eta) + 2 * (self.const + self._ylogy)
+        """``pirls_modes`` from the last modes; returns (Laplace deviance, factor, β)."""
+        modes = pirls_modes(self.system, self.vdata(theta), self.design.X, self.response,
+                            beta, self.u, update_beta=update_beta,
+                            tol=self.tol if tol is None else tol, maxit=self.maxit)
+        self.u = modes.u
+        self.pirls_iterations += modes.iterations
+        return float(modes.deviance), modes.factor, modes.beta
 
     def pirls_lme4(self, theta: np.ndarray, beta: np.ndarray | None, eta0: np.ndarray
                    ) -> tuple[float, np.ndarray, np.ndarray, Factor]:
@@ -210,14 +255,13 @@ class GlmmObjective(Objective):
         tol = LME4_TOL_PWRSS if self.tol_pwrss is None else self.tol_pwrss
         joint = beta is None
         vdata = self.vdata(theta)
-        v = self.system.v_matrix(vdata)
         offset = np.zeros(d.n) if joint else d.X @ beta
         eta = np.array(eta0, dtype=float)
         u, b = np.zeros(d.q), np.zeros(d.p)
         oldpdev = np.finfo(float).max
 
         def update(u: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
-            eta = offset + v @ u + (d.X @ b if joint else 0.0)
+            eta = offset + self.system.v_mul(vdata, u) + (d.X @ b if joint else 0.0)
             return eta, self.resdev(eta) + float(u @ u)
 
         for _ in range(_LME4_MAXIT):
@@ -227,10 +271,10 @@ class GlmmObjective(Objective):
             w = d.trials * dmu**2 / (mu * (1 - mu))
             fac = self.system.factor(vdata, w)
             wz = w * ((eta - offset) + (d.y - mu) / dmu)
-            rhs = v.T @ wz
+            rhs = self.system.vt_mul(vdata, wz)
             if joint:
                 wx = d.X * w[:, None]
-                b_mat = np.asarray(v.T @ wx)
+                b_mat = self.system.vt_mul(vdata, wx)
                 ainv_b = fac.solve(b_mat)
                 u_part = fac.solve(rhs)
                 b = np.linalg.solve(d.X.T @ wx - b_mat.T @ ainv_b, d.X.T @ wz - b_mat.T @ u_part)
@@ -291,11 +335,10 @@ class GlmmObjective(Objective):
             fac, w = self._last
         else:
             _, fac, _ = self.pirls(theta, beta)
-            eta = d.X @ beta + self.system.v_matrix(self.vdata(theta)) @ self.u
-            w, _ = self._weights(eta)
-        v = self.system.v_matrix(self.vdata(theta))
+            eta = d.X @ beta + self.system.v_mul(self.vdata(theta), self.u)
+            w, _ = self.response.weights(eta)
         wx = d.X * w[:, None]
-        b_mat = np.asarray(v.T @ wx)
+        b_mat = self.system.vt_mul(self.vdata(theta), wx)
         schur = d.X.T @ wx - b_mat.T @ fac.solve(b_mat)
         return np.linalg.inv(schur)
 
@@ -314,15 +357,14 @@ class LmmObjective(Objective):
         """Joint PLS solution (u, β), the penalized RSS and the two log-determinants."""
         d = self.design
         vdata = self.vdata(theta)
-        v = self.system.v_matrix(vdata)
         fac = self.system.factor(vdata, self.ones)
-        b_mat = np.asarray(v.T @ d.X)
-        c_u = v.T @ d.y
+        b_mat = self.system.vt_mul(vdata, d.X)
+        c_u = self.system.vt_mul(vdata, d.y)
         ainv_b = fac.solve(b_mat)
         schur = self.xtx - b_mat.T @ ainv_b
         beta = np.linalg.solve(schur, self.xty - ainv_b.T @ c_u)
         u = fac.solve(c_u - b_mat @ beta)
-        resid = d.y - d.X @ beta - v @ u
+        resid = d.y - d.X @ beta - self.system.v_mul(vdata, u)
         pwrss = float(resid @ resid + u @ u)
         sign, ldrx = np.linalg.slogdet(schur)
         return {"beta": beta, "u": u, "pwrss": pwrss, "ldl2": fac.logdet,
