@@ -22,11 +22,13 @@ this setup, not a capacity plan.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -169,8 +171,42 @@ class LeanParticipant:
                          self.sent, self.latencies_ms)
 
 
+def cpu_seconds(server_pid: int | None) -> dict[str, float]:
+    """CPU seconds used so far by the app server (the process ``server_pid`` and its
+    children) and by PostgreSQL's processes, read from /proc: with the driver's own, where a
+    trial's CPU goes. PostgreSQL's figure counts any other use of it on the machine too (the
+    load average is reported)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(pid: str) -> tuple[str, float]:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        utime, stime = stat[stat.rindex(")") + 2:].split()[11:13]
+        return stat[stat.index("(") + 1:stat.rindex(")")], (int(utime) + int(stime)) / tick
+
+    def tree(pid: str) -> list[str]:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [pid, *(p for child in children for p in tree(child))]
+
+    totals = {"server": 0.0, "postgres": 0.0}
+    for pid in tree(str(server_pid)) if server_pid else []:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            totals["server"] += used(pid)[1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                name, seconds = used(entry.name)
+                totals["postgres"] += seconds if name == "postgres" else 0.0
+    return totals
+
+
+def gunicorn_pid(log_path: Path) -> int | None:
+    """The gunicorn master's pid, from its log ("Listening at: URL (PID)")."""
+    found = re.search(r"Listening at: \S+ \((\d+)\)", log_path.read_text())
+    return int(found.group(1)) if found else None
+
+
 def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool,
-             lean: bool = True) -> dict:
+             lean: bool = True, server_pid: int | None = None) -> dict:
     """N participants, ``concurrency`` at a time; failures counted, not raised.
 
     The lean driver enters everyone first, then times the trial phase alone (closed loop:
@@ -202,9 +238,11 @@ def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             entered = [e for e in pool.map(enter, range(n)) if e is not None]
             trial_start, trial_cpu = time.perf_counter(), time.process_time()
+            others = cpu_seconds(server_pid)
             answered = [p for p in pool.map(answer, entered) if p is not None]
             trial_elapsed = time.perf_counter() - trial_start
             trial_cpu = time.process_time() - trial_cpu
+            others = {k: v - others[k] for k, v in cpu_seconds(server_pid).items()}
             trial_bytes = sum(p.trial_bytes for p in answered)
             results = list(pool.map(LeanParticipant.finish, answered))
     else:
@@ -224,10 +262,12 @@ def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool
         trial_elapsed = time.perf_counter() - start
         trial_cpu = time.process_time() - cpu
         trial_bytes = 0  # not counted
+        others = {}
     elapsed = time.perf_counter() - start
     return {"results": results, "errors": errors, "elapsed_s": elapsed,
             "trial_phase_s": trial_elapsed, "trial_bytes": trial_bytes,
-            "loadgen_cpu_share": trial_cpu / (trial_elapsed * os.cpu_count())}
+            "loadgen_cpu_share": trial_cpu / (trial_elapsed * os.cpu_count()),
+            "cpu_s": {"loadgen": trial_cpu, **others}}
 
 
 def run_assay(postgres_url: str, participants: int, trials: int, concurrency: int,
@@ -269,6 +309,8 @@ def run_assay(postgres_url: str, participants: int, trials: int, concurrency: in
         "bytes_per_trial": round(load["trial_bytes"] / max(sent, 1)),
         "lost": checked["lost"], "duplicates": checked["duplicates"],
         "loadgen_cpu_share": round(load["loadgen_cpu_share"], 3),
+        "cpu_ms_per_trial": {k: round(1000 * v / max(checked["stored"], 1), 3)
+                             for k, v in load["cpu_s"].items()},
     }
 
 
@@ -478,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("gunicorn ready (%.1f s)", time.perf_counter() - t0)
             log.info("%d participants, %d at a time, against %s", n, concurrency, base)
             load = run_load(base, slug, n, concurrency, not args.images_per_participant,
-                            lean=not args.browser_like)
+                            lean=not args.browser_like,
+                            server_pid=gunicorn_pid(workdir / "gunicorn.log"))
             results = load["results"]
             checked = check_database(url, results)
             steps = [int(x) for x in args.open_loop_steps.split(",")] if args.open_loop_steps \
@@ -517,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "loadavg_1m_at_start": round(load_at_start, 2),
         "loadgen_cpu_share": round(load["loadgen_cpu_share"], 3),
+        "cpu_ms_per_trial": {k: round(1000 * v / max(checked["stored"], 1), 3)
+                             for k, v in load["cpu_s"].items()},
         "driver": "browser-like" if args.browser_like else "lean",
         "images": "per participant" if args.images_per_participant else "shared cache",
     }
