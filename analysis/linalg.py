@@ -129,8 +129,8 @@ class BlockSystem:
     def v_mul(self, vdata: np.ndarray, u: np.ndarray) -> np.ndarray:
         """ZΛu (…, n) from row values ``vdata`` (…, n, m_cols) and u (…, q)."""
         u = self._batch(u, 1).reshape(-1)
-        vals = self._batch(vdata, 2) * u[self._flat_cols].reshape(self.cols.shape)
-        return self._unbatch(vals.sum(axis=-1))
+        at_cols = u[self._flat_cols].reshape(self.cols.shape)
+        return self._unbatch(np.einsum("...j,...j->...", self._batch(vdata, 2), at_cols))
 
     def vt_mul(self, vdata: np.ndarray, r: np.ndarray) -> np.ndarray:
         """(ZΛ)'r: (…, q) for r (…, n), or (…, q, c) for r (…, n, c)."""
@@ -178,6 +178,30 @@ class BlockSystem:
         s_chol = np.linalg.cholesky(a22 - m @ a21.transpose(0, 2, 1))
         logdet += 2 * np.log(np.diagonal(s_chol, axis1=1, axis2=2)).sum(axis=1)
         return Factor(a11inv, logdet, m, s_chol, self.batched)
+
+    def row_inverse(self, fac: Factor) -> np.ndarray:
+        """Entries of A⁻¹ at each row's columns, (…, n, m_cols, m_cols): what derivatives
+        of log|A| need (row i of ZΛ, v_i, has leverage v_i' A⁻¹ v_i).
+
+        From the blocks: A⁻¹ = [[A11⁻¹ + M'S⁻¹M, -M'S⁻¹], [-S⁻¹M, S⁻¹]], M = A21 A11⁻¹."""
+        if not self.dense:
+            raise ValueError("row_inverse needs the dense Schur complement")
+        nb, n1, k1, q2 = self.batch, self.n1, self.k1, self.q2
+        out = np.empty((nb, self.n, self.m_cols, self.m_cols))
+        blocks = fac.a11inv  # (B, n1, k1, k1)
+        if q2:
+            assert fac.m is not None and fac.s_chol is not None
+            l_inv = np.linalg.inv(fac.s_chol)
+            s_inv = l_inv.transpose(0, 2, 1) @ l_inv
+            k = s_inv @ fac.m  # S⁻¹M (B, q2, q1)
+            blocks = blocks + np.einsum("baik,bail->bikl", fac.m.reshape(nb, q2, n1, k1),
+                                        k.reshape(nb, q2, n1, k1))
+            k2 = self.m_cols - k1
+            out[..., k1:, :k1] = -k.ravel()[self.idx21].reshape(nb, self.n, k2, k1)
+            out[..., :k1, k1:] = np.swapaxes(out[..., k1:, :k1], -1, -2)
+            out[..., k1:, k1:] = s_inv.ravel()[self.idx22].reshape(nb, self.n, k2, k2)
+        out[..., :k1, :k1] = blocks.ravel()[self.idx11].reshape(nb, self.n, k1, k1)
+        return self._unbatch(out)
 
     def _sparse_factor(self, vdata: np.ndarray, w: np.ndarray) -> Factor:
         v = self.v_matrix(vdata)

@@ -119,3 +119,61 @@ def deriv12(fun: Callable[[np.ndarray], float], x: np.ndarray, delta: float = 1e
             fss = fun(x - step[i] - step[j])
             hess[i, j] = hess[j, i] = (faa - fas - fsa + fss) / (4 * delta**2)
     return grad, hess
+
+
+@dataclass(frozen=True)
+class NewtonResult:
+    par: np.ndarray  # (B, k)
+    hessian: np.ndarray  # (B, k, k), differences of the gradient at the last iterate
+    converged: np.ndarray  # (B,) bool
+    iterations: int
+
+
+def newton(fun: Callable[[np.ndarray], np.ndarray],
+           gradient: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], x0: np.ndarray,
+           tol: float = 1e-6, maxit: int = 30, delta: float = 1e-4) -> NewtonResult:
+    """Minimize a batch of smooth functions by damped Newton steps: ``fun`` maps (B, k) to
+    (B,), ``gradient`` to (values (B,), gradients (B, k)).
+
+    Why not COBYQA: its bookkeeping in Python costs more than a small model's deviance and
+    it treats one problem at a time, while Newton steps from a start near the optimum (a
+    power analysis knows the true parameters) converge in a few iterations for the whole
+    batch. The Hessian is the symmetrized forward difference of the gradient (step
+    ``delta``, as lme4's ``deriv12``; its O(delta) error moves SEs by about 1e-5, relative,
+    at half the cost of central differences), made positive definite by taking its
+    eigenvalues' absolute values;
+    a step is halved until the function decreases enough (Armijo). A member has converged
+    when its Hessian is positive definite and its Newton decrement g'H⁻¹g is below ``tol``;
+    it then takes that last (full) step, and ``hessian`` is the one it was computed with.
+    """
+    x = np.array(x0, dtype=float)
+    nb, k = x.shape
+    f, grad = gradient(x)
+    iterations = 0
+    while True:
+        iterations += 1
+        hess = np.empty((nb, k, k))
+        for j in range(k):
+            step_j = np.eye(k)[j] * delta
+            hess[..., j] = (gradient(x + step_j)[1] - grad) / delta
+        hess = (hess + hess.transpose(0, 2, 1)) / 2
+        finite = np.isfinite(f) & np.all(np.isfinite(grad), axis=1) & np.all(
+            np.isfinite(hess), axis=(1, 2))
+        lam, vec = np.linalg.eigh(np.where(finite[:, None, None], hess, np.eye(k)))
+        floor = 1e-8 * np.max(np.abs(lam), axis=1, keepdims=True) + 1e-12
+        coef = np.einsum("bji,bj->bi", vec, grad) / np.maximum(np.abs(lam), floor)
+        step = np.where(finite[:, None], -np.einsum("bij,bj->bi", vec, coef), 0.0)
+        slope = np.sum(grad * step, axis=1)  # -(Newton decrement)
+        done = finite & np.all(lam > 0, axis=1) & (-slope < tol)
+        if done.all() or iterations == maxit:
+            return NewtonResult(np.where(done[:, None], x + step, x), hess, done, iterations)
+        step[done] = 0.0
+        t = np.ones(nb)
+        for tries in range(30):
+            f_new = fun(x + t[:, None] * step)
+            ok = f_new <= f + 1e-4 * t * slope + 1e-12 * np.abs(f)
+            if ok.all() or tries == 29:
+                break
+            t = np.where(ok, t, t / 2)
+        x = np.where(ok[:, None], x + t[:, None] * step, x)
+        f, grad = gradient(x)

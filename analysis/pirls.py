@@ -15,6 +15,7 @@ lme4's section 3.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +50,9 @@ class Link:
 
     def log_mu(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log mu, log(1 - mu)) computed without cancellation."""
-        if self.name == "logit":
-            return -np.logaddexp(0, -eta), -np.logaddexp(0, eta)
+        if self.name == "logit":  # -log(1 + e^∓η), sharing one exp (logaddexp is slower)
+            tail = np.log1p(np.exp(-np.abs(eta)))
+            return -(np.maximum(-eta, 0) + tail), -(np.maximum(eta, 0) + tail)
         e = np.clip(eta, -_PROBIT_THRESH, _PROBIT_THRESH)
         return special.log_ndtr(e), special.log_ndtr(-e)
 
@@ -382,3 +384,77 @@ class LmmObjective(Objective):
     def sigma(self, pwrss: float) -> float:
         d = self.design
         return float(np.sqrt(pwrss / (d.n - d.p if self.reml else d.n)))
+
+
+class InterceptBatch:
+    """Exact Laplace deviance of B logistic GLMMs of one shape whose random effects are all
+    scalar intercepts ``(1|g)``, as the simulated datasets of a power analysis, with its
+    gradient, for all B at once.
+
+    X (n, p) is shared; the terms' codes (B, n), y and trials (B, n) are per dataset, and a
+    row with trials 0 is padding (an excluded participant: it changes neither the deviance
+    nor its derivatives). Each term's θ is one scale and the deviance is even in it (u → -u
+    gives the same model), so an optimizer may ignore the bound θ ≥ 0 and report |θ|.
+    """
+
+    def __init__(self, X: np.ndarray, codes: Sequence[np.ndarray], nlevels: Sequence[int],
+                 y: np.ndarray, trials: np.ndarray) -> None:
+        # the system wants the term with the most levels first; θ keeps the caller's order
+        self.order = np.argsort([-m for m in nlevels], kind="stable")
+        self.system = BlockSystem([codes[i] for i in self.order], [1] * len(codes),
+                                  [nlevels[i] for i in self.order])
+        self.X = X
+        self.response = Binomial(y, trials, Link("logit"))
+        self.n_theta = len(codes)
+        self.u = np.zeros((self.system.batch, self.system.q))
+
+    def vdata(self, theta: np.ndarray) -> np.ndarray:
+        """Row values of ZΛ (B, n, terms): each row holds its terms' θ."""
+        theta = theta[:, self.order]
+        return np.broadcast_to(theta[:, None, :], (len(theta), self.system.n, self.n_theta))
+
+    def _modes(self, par: np.ndarray) -> Modes:
+        modes = pirls_modes(self.system, self.vdata(par[:, :self.n_theta]), self.X,
+                            self.response, par[:, self.n_theta:], self.u)
+        self.u = modes.u
+        return modes
+
+    def deviance(self, par: np.ndarray) -> np.ndarray:
+        """Laplace deviance (B,) at par = (θ, β) (B, terms + p), PIRLS from the last modes."""
+        return self._modes(par).deviance
+
+    def gradient(self, par: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Laplace deviance (B,) and its gradient (B, terms + p) at par.
+
+        D = -2 log p(y | η) + ||u||² + log|A| at the modes u(θ, β). The first two terms'
+        u-derivative vanishes there; log|A| depends on u through W, so its part comes back
+        through du/d(θ, β) = A⁻¹ ∂(V'r - u)/∂(θ, β), taken with one adjoint solve A z = c,
+        c = V'(w' h) (h: the rows' leverages v_i' A⁻¹ v_i, w' = dw/dη). Logit link: the
+        score residual is r = m (y - μ) and dr/dη = -w."""
+        modes = self._modes(par)
+        sys_, vdata, u = self.system, self.vdata(par[:, :self.n_theta]), modes.u
+        eta = modes.beta @ self.X.T + sys_.v_mul(vdata, u)
+        mu, _ = self.response.link.inverse(eta)
+        m = self.response.trials
+        w = m * mu * (1 - mu)
+        r = m * (self.response.y - mu)
+        pv = np.einsum("bnij,bnj->bni", sys_.row_inverse(modes.factor), vdata)  # A⁻¹v_i
+        wh = w * (1 - 2 * mu) * np.einsum("bnj,bnj->bn", vdata, pv)  # w' h
+        z = modes.factor.solve(sys_.vt_mul(vdata, wh))
+        e = wh - 2 * r - w * sys_.v_mul(vdata, z)
+        flat = sys_._flat_cols.reshape(sys_.cols.shape)  # each row's columns, (B, n, terms)
+        at_rows = (u.ravel()[flat], z.ravel()[flat])  # u and z at each row's columns
+        g_theta = np.sum(e[..., None] * at_rows[0] + 2 * w[..., None] * pv
+                         + r[..., None] * at_rows[1], axis=1)
+        grad = np.empty_like(par)
+        grad[:, self.order] = g_theta
+        grad[:, self.n_theta:] = e @ self.X
+        return modes.deviance, grad
+
+    def beta_start(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """β of nAGQ = 0 (updated inside PIRLS) at θ, from ``beta``: a start near the
+        Laplace optimum in β, as lme4's stage 1 gives."""
+        modes = pirls_modes(self.system, self.vdata(theta), self.X, self.response, beta,
+                            self.u, update_beta=True, tol=1e-6)
+        self.u = modes.u
+        return modes.beta

@@ -1,7 +1,9 @@
 """Power analysis by simulation (as simr does for lme4): simulate datasets from a study's
 design under assumed fixed effects and random-effect SDs, fit the confirmatory GLMM to
-each, and count how often its test of the effect rejects. Assay's GLMM is fast enough to
-do this for a curve of participant numbers in minutes, on all cores.
+each, and count how often its test of the effect rejects. All datasets of one size have
+one shape, so they are fitted together (``glmm_batch``: the exact Laplace fit, Newton's
+method over a batch axis, from the assumed parameters), in batches on all cores; a curve
+of participant numbers takes seconds to a minute.
 
 The design: conditions between participants (assigned in turn), each participant sees
 ``trials`` units drawn without replacement from ``units`` (crossed random intercepts for
@@ -14,20 +16,24 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats
+from scipy import special, stats
 from tqdm import tqdm
 
-from analysis.fit import glmm
+from analysis.design import model_matrix
+from analysis.fit import glmm, glmm_batch
+from analysis.formula import parse_formula
 from analysis.result import ConvergenceWarning, SingularFitWarning
 
 FORMULA = "correct ~ condition + (1|participant) + (1|unit_id)"
+BATCH = 50  # datasets fitted together: large enough to amortize Python's overhead
+_THETA_FLOOR = 0.2  # smallest start of a random-effect SD
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,6 @@ class PowerDesign:
     sd_participant: float = 0.0
     sd_unit: float = 0.0
     exclusion_rate: float = 0.0
-    formula: str = FORMULA
 
     def __post_init__(self) -> None:
         if len(self.conditions) < 2:
@@ -57,22 +62,42 @@ class PowerDesign:
             raise ValueError("exclusion_rate: in [0, 1)")
 
 
-def simulate_trials(design: PowerDesign, n_participants: int,
-                    rng: np.random.Generator) -> pd.DataFrame:
-    """One dataset in the export's columns (participant, unit_id, condition, correct)."""
+@dataclass(frozen=True)
+class Simulated:
+    """One simulated study as arrays, every participant included (P, T)."""
+
+    kept: np.ndarray  # (P,) bool: not excluded
+    condition: np.ndarray  # (P,) index into the design's conditions
+    units: np.ndarray  # (P, T) units shown, without replacement
+    correct: np.ndarray  # (P, T) bool
+
+
+def simulate(design: PowerDesign, n_participants: int, rng: np.random.Generator) -> Simulated:
+    """Draw exclusions, random intercepts, each participant's units and their answers."""
     kept = rng.random(n_participants) >= design.exclusion_rate
-    participants = np.flatnonzero(kept)
     u_unit = rng.normal(0, design.sd_unit, design.units)
     u_part = rng.normal(0, design.sd_participant, n_participants)
-    rows = []
-    for p in participants:
-        condition = design.conditions[p % len(design.conditions)]
-        units = rng.choice(design.units, design.trials, replace=False)  # T
-        eta = design.intercept + design.effects.get(condition, 0.0) + u_part[p] + u_unit[units]
-        correct = rng.random(design.trials) < 1 / (1 + np.exp(-eta))
-        rows.append(pd.DataFrame({"participant": f"p{p}", "unit_id": [f"u{u}" for u in units],
-                                  "condition": condition, "correct": correct.astype(int)}))
-    frame = pd.concat(rows, ignore_index=True)
+    condition = np.arange(n_participants) % len(design.conditions)  # assigned in turn
+    # the first T of a random permutation of the units, for each participant
+    units = np.argsort(rng.random((n_participants, design.units)), axis=1)[:, :design.trials]
+    effect = np.array([design.effects.get(c, 0.0) for c in design.conditions])
+    eta = design.intercept + (effect[condition] + u_part)[:, None] + u_unit[units]
+    correct = rng.random(units.shape) < special.expit(eta)
+    return Simulated(kept, condition, units, correct)
+
+
+def simulate_trials(design: PowerDesign, n_participants: int,
+                    rng: np.random.Generator) -> pd.DataFrame:
+    """One dataset in the export's columns (participant, unit_id, condition, correct),
+    excluded participants left out."""
+    sim = simulate(design, n_participants, rng)
+    rows = np.flatnonzero(np.repeat(sim.kept, design.trials))
+    frame = pd.DataFrame({
+        "participant": np.char.add("p", np.repeat(np.arange(n_participants),
+                                                  design.trials).astype(str))[rows],
+        "unit_id": np.char.add("u", sim.units.ravel().astype(str))[rows],
+        "condition": np.array(design.conditions)[np.repeat(sim.condition, design.trials)][rows],
+        "correct": sim.correct.ravel().astype(int)[rows]})
     frame["condition"] = pd.Categorical(frame["condition"], categories=design.conditions)
     return frame
 
@@ -81,25 +106,77 @@ def simulate_trials(design: PowerDesign, n_participants: int,
 class Simulation:
     rejected: bool | None  # None: the fit failed
     estimate: float
+    p_value: float
     singular: bool
     converged: bool
 
 
+def _test(z: float, one_sided: bool) -> float:
+    return float(stats.norm.sf(z) if one_sided else 2 * stats.norm.sf(abs(z)))
+
+
 def run_one(design: PowerDesign, n_participants: int, term: str, alpha: float,
             one_sided: bool, seed: Sequence[int]) -> Simulation:
-    """Simulate and fit one dataset; a warning of the fit is recorded, not raised."""
+    """Simulate and fit one dataset with ``glmm`` (lme4's algorithm, its checks and
+    refits); a warning of the fit is recorded, not raised."""
     data = simulate_trials(design, n_participants, np.random.default_rng(list(seed)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            fit = glmm(design.formula, data)
-        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
-            return Simulation(None, math.nan, False, False)
+            fit = glmm(FORMULA, data, tol_pwrss=None)
+            z, estimate = float(fit.zvalues[term]), float(fit.params[term])
+        except (ValueError, KeyError, np.linalg.LinAlgError, FloatingPointError):
+            return Simulation(None, math.nan, math.nan, False, False)
     kinds = {type(w.message) for w in caught}
-    z, estimate = float(fit.zvalues[term]), float(fit.params[term])
-    p = stats.norm.sf(z) if one_sided else 2 * stats.norm.sf(abs(z))
-    return Simulation(bool(p < alpha), estimate, SingularFitWarning in kinds,
+    p = _test(z, one_sided)
+    return Simulation(bool(p < alpha), estimate, p, SingularFitWarning in kinds,
                       ConvergenceWarning not in kinds)
+
+
+def fixed_effects(design: PowerDesign, n_participants: int) -> tuple[np.ndarray, list[str]]:
+    """X (P·T, p) of FORMULA for every participant's trials, rows participant-major, and
+    its column names: the same for every simulated dataset of a size."""
+    condition = np.repeat(np.arange(n_participants) % len(design.conditions), design.trials)
+    labels = pd.Series(pd.Categorical.from_codes(condition, categories=design.conditions))
+    formula = parse_formula(FORMULA)
+    return model_matrix(formula.terms, formula.intercept, {"condition": labels},
+                        len(condition))
+
+
+def run_batch(design: PowerDesign, n_participants: int, term: str, alpha: float,
+              one_sided: bool, seeds: Sequence[Sequence[int]]) -> list[Simulation]:
+    """Simulate and fit the datasets of ``seeds`` together (``glmm_batch``), started at
+    the assumed parameters; a fit that does not converge there is redone by ``run_one``.
+
+    Excluded participants stay in the arrays with zero trials, so that all datasets of a
+    size share one shape (and X); that leaves every deviance as it is without them."""
+    X, names = fixed_effects(design, n_participants)
+    if term not in names:
+        raise KeyError(term)
+    sims = [simulate(design, n_participants, np.random.default_rng(list(s))) for s in seeds]
+    nb, trials = len(sims), design.trials
+    participant = np.repeat(np.arange(n_participants), trials)
+    units = np.stack([s.units.ravel() for s in sims])  # (B, P·T)
+    y = np.stack([s.correct.ravel() for s in sims]).astype(float)
+    weight = np.stack([np.repeat(s.kept, trials) for s in sims]).astype(float)
+    # start at the assumed SDs and effects; never at θ = 0, a stationary point of the
+    # deviance (it is even in θ) that Newton's method would not leave
+    theta0 = np.tile([max(design.sd_participant, _THETA_FLOOR),
+                      max(design.sd_unit, _THETA_FLOOR)], (nb, 1))
+    truth = [design.intercept] + [design.effects.get(c, 0.0) for c in design.conditions[1:]]
+    beta0 = np.tile(truth, (nb, 1))
+    fit = glmm_batch(X, [np.broadcast_to(participant, units.shape), units],
+                     [n_participants, design.units], y, weight, theta0, beta0)
+    j = names.index(term)
+    out = []
+    for i, seed in enumerate(seeds):
+        if not fit.converged[i]:
+            out.append(run_one(design, n_participants, term, alpha, one_sided, seed))
+            continue
+        p = _test(fit.fixef[i, j] / fit.se[i, j], one_sided)
+        out.append(Simulation(bool(p < alpha), float(fit.fixef[i, j]), p,
+                              bool(fit.singular[i]), True))
+    return out
 
 
 def power_curve(design: PowerDesign, participants: Sequence[int], *, n_sims: int = 200,
@@ -109,20 +186,23 @@ def power_curve(design: PowerDesign, participants: Sequence[int], *, n_sims: int
     """Power at each participant number, with its 95 % Monte Carlo (Wilson) interval.
 
     ``term`` is the tested fixed effect (default: the first condition's contrast with
-    the reference, e.g. ``conditionB``); ``one_sided`` tests a positive effect."""
+    the reference, e.g. ``conditionB``); ``one_sided`` tests a positive effect. Dataset
+    i of size n is seeded by (seed, n, i); batches of at most ``BATCH`` datasets of one
+    size are fitted together, largest sizes first, on ``workers`` processes."""
     term = term or f"condition{design.conditions[1]}"
-    jobs = [(n, i) for n in participants for i in range(n_sims)]
     workers = workers or os.cpu_count() or 1
-    args = [(design, n, term, alpha, one_sided, (seed, n, i)) for n, i in jobs]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run_one, *a) for a in args]
-            results = [f.result() for f in tqdm(futures, desc="power", disable=not progress)]
-    else:
-        results = [run_one(*a) for a in tqdm(args, desc="power", disable=not progress)]
+    jobs = [(n, list(range(i, min(i + BATCH, n_sims))))
+            for n in sorted(participants, reverse=True) for i in range(0, n_sims, BATCH)]
+    args = [(design, n, term, alpha, one_sided, [(seed, n, i) for i in ids])
+            for n, ids in jobs]
+    results: dict[int, list[Simulation]] = {n: [] for n in participants}
+    with tqdm(total=len(participants) * n_sims, desc="power", disable=not progress) as bar:
+        for (n, ids), batch in zip(jobs, _run_all(args, workers), strict=True):
+            results[n].extend(batch)
+            bar.update(len(ids))
     rows = []
     for n in participants:
-        sims = [r for (m, _), r in zip(jobs, results, strict=True) if m == n]
+        sims = results[n]
         done = [r for r in sims if r.rejected is not None]
         k = sum(r.rejected for r in done)
         lower, upper = wilson(k, len(done))
@@ -134,6 +214,15 @@ def power_curve(design: PowerDesign, participants: Sequence[int], *, n_sims: int
                      "mean_estimate": float(np.mean([r.estimate for r in done]))
                      if done else math.nan})
     return pd.DataFrame(rows)
+
+
+def _run_all(args: list[tuple], workers: int) -> Iterator[list[Simulation]]:
+    """``run_batch`` over ``args``, in order, on ``workers`` processes."""
+    if workers == 1:
+        yield from (run_batch(*a) for a in args)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(run_batch, *zip(*args, strict=True))
 
 
 def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
