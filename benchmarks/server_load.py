@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: the conf's)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--open-loop-steps", help="participants per open-loop step, e.g. "
-                        "100,500,1000 (default 100,250,500 quick; up to 3000 otherwise)")
+                        "100,500,1000 (default 250,500,1000 quick; up to 3000 otherwise)")
     parser.add_argument(
         "--browser-like", action="store_true",
         help="drive with assay simulate's participants (images fetched and looked at) "
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             results = load["results"]
             checked = check_database(url, results)
             steps = [int(x) for x in args.open_loop_steps.split(",")] if args.open_loop_steps \
-                else ([100, 250, 500] if args.quick else [250, 500, 1000, 1500, 2000, 3000])
+                else ([250, 500, 1000] if args.quick else [250, 500, 1000, 1500, 2000, 3000])
             opened = open_loop(base, launch_demo(url, workdir, main=40), steps,
                                think_s=2.0, window_s=10.0 if args.quick else 20.0)
         open_checked = check_database(url, opened["results"])
