@@ -202,14 +202,13 @@ def glmm_batch(X: np.ndarray, codes: Sequence[np.ndarray], nlevels: Sequence[int
     # analysis already runs one process per core)
     with threadpool_limits(1, user_api="blas"):
         beta = obj.beta_start(theta0, beta0)
-        res = newton(obj.deviance, obj.gradient, np.concatenate([theta0, beta], axis=1))
+        res = newton(obj, np.concatenate([theta0, beta], axis=1))
     theta = np.abs(res.par[:, :n_t])
-    definite = np.all(np.linalg.eigvalsh(res.hessian) > 0, axis=1)
     vcov = np.full((len(theta), X.shape[1], X.shape[1]), np.nan)
-    if definite.any():
-        inv = np.linalg.inv(res.hessian[definite])
-        vcov[definite] = (inv + inv.transpose(0, 2, 1))[:, n_t:, n_t:]
-    return BatchFit(res.par[:, n_t:], vcov, theta, res.converged & definite,
+    if res.converged.any():  # its Hessian is positive definite
+        inv = np.linalg.inv(res.hessian[res.converged])
+        vcov[res.converged] = (inv + inv.transpose(0, 2, 1))[:, n_t:, n_t:]
+    return BatchFit(res.par[:, n_t:], vcov, theta, res.converged,
                     np.any(theta < _SINGULAR_TOL, axis=1), res.iterations)
 
 

@@ -126,11 +126,14 @@ class BlockSystem:
     def _unbatch(self, a: np.ndarray) -> np.ndarray:
         return a if self.batched else a[0]
 
+    def at_cols(self, u: np.ndarray) -> np.ndarray:
+        """The entries of u (…, q) at each row's columns, (…, n, m_cols)."""
+        u = self._batch(u, 1).reshape(-1)
+        return self._unbatch(u[self._flat_cols].reshape(self.cols.shape))
+
     def v_mul(self, vdata: np.ndarray, u: np.ndarray) -> np.ndarray:
         """ZΛu (…, n) from row values ``vdata`` (…, n, m_cols) and u (…, q)."""
-        u = self._batch(u, 1).reshape(-1)
-        at_cols = u[self._flat_cols].reshape(self.cols.shape)
-        return self._unbatch(np.einsum("...j,...j->...", self._batch(vdata, 2), at_cols))
+        return np.einsum("...j,...j->...", vdata, self.at_cols(u))
 
     def vt_mul(self, vdata: np.ndarray, r: np.ndarray) -> np.ndarray:
         """(ZΛ)'r: (…, q) for r (…, n), or (…, q, c) for r (…, n, c)."""

@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from scipy import optimize
@@ -121,19 +122,33 @@ def deriv12(fun: Callable[[np.ndarray], float], x: np.ndarray, delta: float = 1e
     return grad, hess
 
 
+class BatchObjective(Protocol):
+    """B smooth functions of k parameters, evaluated together."""
+
+    def deviance(self, par: np.ndarray) -> np.ndarray:
+        """(B,) at par (B, k)."""
+        ...
+
+    def gradient(self, par: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values (B,) and gradients (B, k) at par (B, k)."""
+        ...
+
+    def take(self, members: np.ndarray) -> BatchObjective:
+        """The same functions for the given members only."""
+        ...
+
+
 @dataclass(frozen=True)
 class NewtonResult:
     par: np.ndarray  # (B, k)
-    hessian: np.ndarray  # (B, k, k), differences of the gradient at the last iterate
+    hessian: np.ndarray  # (B, k, k), differences of the gradient where it converged
     converged: np.ndarray  # (B,) bool
-    iterations: int
+    iterations: int  # of the slowest member
 
 
-def newton(fun: Callable[[np.ndarray], np.ndarray],
-           gradient: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], x0: np.ndarray,
-           tol: float = 1e-6, maxit: int = 30, delta: float = 1e-4) -> NewtonResult:
-    """Minimize a batch of smooth functions by damped Newton steps: ``fun`` maps (B, k) to
-    (B,), ``gradient`` to (values (B,), gradients (B, k)).
+def newton(objective: BatchObjective, x0: np.ndarray, tol: float = 1e-6, maxit: int = 30,
+           delta: float = 1e-4) -> NewtonResult:
+    """Minimize a batch of smooth functions (``objective.deviance``) by damped Newton steps.
 
     Why not COBYQA: its bookkeeping in Python costs more than a small model's deviance and
     it treats one problem at a time, while Newton steps from a start near the optimum (a
@@ -141,21 +156,23 @@ def newton(fun: Callable[[np.ndarray], np.ndarray],
     batch. The Hessian is the symmetrized forward difference of the gradient (step
     ``delta``, as lme4's ``deriv12``; its O(delta) error moves SEs by about 1e-5, relative,
     at half the cost of central differences), made positive definite by taking its
-    eigenvalues' absolute values;
-    a step is halved until the function decreases enough (Armijo). A member has converged
-    when its Hessian is positive definite and its Newton decrement g'H⁻¹g is below ``tol``;
-    it then takes that last (full) step, and ``hessian`` is the one it was computed with.
+    eigenvalues' absolute values; a step is halved until the function decreases enough
+    (Armijo). A member has converged when its Hessian is positive definite and its Newton
+    decrement g'H⁻¹g is below ``tol``; it then takes that last (full) step, keeps the
+    Hessian it was computed with, and leaves the batch, which goes on without it.
     """
     x = np.array(x0, dtype=float)
     nb, k = x.shape
-    f, grad = gradient(x)
+    par, hessian = x.copy(), np.full((nb, k, k), np.nan)
+    converged = np.zeros(nb, dtype=bool)
+    left = np.arange(nb)  # members still iterating, in the order of ``objective``
+    f, grad = objective.gradient(x)
     iterations = 0
     while True:
         iterations += 1
-        hess = np.empty((nb, k, k))
+        hess = np.empty((len(left), k, k))
         for j in range(k):
-            step_j = np.eye(k)[j] * delta
-            hess[..., j] = (gradient(x + step_j)[1] - grad) / delta
+            hess[..., j] = (objective.gradient(x + np.eye(k)[j] * delta)[1] - grad) / delta
         hess = (hess + hess.transpose(0, 2, 1)) / 2
         finite = np.isfinite(f) & np.all(np.isfinite(grad), axis=1) & np.all(
             np.isfinite(hess), axis=(1, 2))
@@ -165,15 +182,20 @@ def newton(fun: Callable[[np.ndarray], np.ndarray],
         step = np.where(finite[:, None], -np.einsum("bij,bj->bi", vec, coef), 0.0)
         slope = np.sum(grad * step, axis=1)  # -(Newton decrement)
         done = finite & np.all(lam > 0, axis=1) & (-slope < tol)
+        par[left] = np.where(done[:, None], x + step, x)
+        hessian[left], converged[left] = hess, done
         if done.all() or iterations == maxit:
-            return NewtonResult(np.where(done[:, None], x + step, x), hess, done, iterations)
-        step[done] = 0.0
-        t = np.ones(nb)
+            return NewtonResult(par, hessian, converged, iterations)
+        if done.any():
+            keep = np.flatnonzero(~done)
+            objective, left = objective.take(keep), left[keep]
+            x, f, grad, step, slope = x[keep], f[keep], grad[keep], step[keep], slope[keep]
+        t = np.ones(len(left))
         for tries in range(30):
-            f_new = fun(x + t[:, None] * step)
+            f_new = objective.deviance(x + t[:, None] * step)
             ok = f_new <= f + 1e-4 * t * slope + 1e-12 * np.abs(f)
             if ok.all() or tries == 29:
                 break
             t = np.where(ok, t, t / 2)
         x = np.where(ok[:, None], x + t[:, None] * step, x)
-        f, grad = gradient(x)
+        f, grad = objective.gradient(x)

@@ -403,10 +403,12 @@ class InterceptBatch:
         self.order = np.argsort([-m for m in nlevels], kind="stable")
         self.system = BlockSystem([codes[i] for i in self.order], [1] * len(codes),
                                   [nlevels[i] for i in self.order])
-        self.X = X
+        self.X, self.codes, self.nlevels = X, codes, nlevels
         self.response = Binomial(y, trials, Link("logit"))
         self.n_theta = len(codes)
         self.u = np.zeros((self.system.batch, self.system.q))
+        # (par, u, du/dpar) at the last gradient: PIRLS near it starts from the tangent
+        self._tangent: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def vdata(self, theta: np.ndarray) -> np.ndarray:
         """Row values of ZΛ (B, n, terms): each row holds its terms' θ."""
@@ -414,8 +416,12 @@ class InterceptBatch:
         return np.broadcast_to(theta[:, None, :], (len(theta), self.system.n, self.n_theta))
 
     def _modes(self, par: np.ndarray) -> Modes:
+        u = self.u
+        if self._tangent is not None:  # first-order start: one PIRLS step fewer
+            at, u_at, du = self._tangent
+            u = u_at + np.einsum("bqk,bk->bq", du, par - at)
         modes = pirls_modes(self.system, self.vdata(par[:, :self.n_theta]), self.X,
-                            self.response, par[:, self.n_theta:], self.u)
+                            self.response, par[:, self.n_theta:], u)
         self.u = modes.u
         return modes
 
@@ -440,16 +446,33 @@ class InterceptBatch:
         r = m * (self.response.y - mu)
         pv = np.einsum("bnij,bnj->bni", sys_.row_inverse(modes.factor), vdata)  # A⁻¹v_i
         wh = w * (1 - 2 * mu) * np.einsum("bnj,bnj->bn", vdata, pv)  # w' h
-        z = modes.factor.solve(sys_.vt_mul(vdata, wh))
+        u_rows = sys_.at_cols(u)  # (B, n, terms)
+        # du/d(θ, β) = A⁻¹ ∂(V'r - u)/∂(θ, β): the adjoint's columns, and the tangent
+        one_hot = np.eye(self.n_theta)
+        d_theta = [sys_.vt_mul(one_hot[j][None], r) - sys_.vt_mul(vdata, w * u_rows[..., j])
+                   for j in range(self.n_theta)]
+        rhs = np.concatenate([np.stack(d_theta, axis=-1)[..., np.argsort(self.order)],
+                              -sys_.vt_mul(vdata, w[..., None] * self.X),
+                              sys_.vt_mul(vdata, wh)[..., None]], axis=-1)
+        sol = modes.factor.solve(rhs)
+        self._tangent = (par.copy(), u, sol[..., :-1])
+        z = sol[..., -1]
         e = wh - 2 * r - w * sys_.v_mul(vdata, z)
-        flat = sys_._flat_cols.reshape(sys_.cols.shape)  # each row's columns, (B, n, terms)
-        at_rows = (u.ravel()[flat], z.ravel()[flat])  # u and z at each row's columns
-        g_theta = np.sum(e[..., None] * at_rows[0] + 2 * w[..., None] * pv
-                         + r[..., None] * at_rows[1], axis=1)
+        g_theta = (np.einsum("bn,bnj->bj", e, u_rows) + 2 * np.einsum("bn,bnj->bj", w, pv)
+                   + np.einsum("bn,bnj->bj", r, sys_.at_cols(z)))
         grad = np.empty_like(par)
         grad[:, self.order] = g_theta
         grad[:, self.n_theta:] = e @ self.X
         return modes.deviance, grad
+
+    def take(self, members: np.ndarray) -> InterceptBatch:
+        """The batch of the given members only, with their modes (and tangent)."""
+        out = InterceptBatch(self.X, [c[members] for c in self.codes], self.nlevels,
+                             self.response.y[members], self.response.trials[members])
+        out.u = self.u[members]
+        if self._tangent is not None:
+            out._tangent = tuple(a[members] for a in self._tangent)  # type: ignore[assignment]
+        return out
 
     def beta_start(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
         """β of nAGQ = 0 (updated inside PIRLS) at θ, from ``beta``: a start near the

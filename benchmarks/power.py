@@ -1,11 +1,14 @@
-"""Time of a power curve: `analysis.power.power_curve` (Assay's GLMM, all cores) against
+"""Time of a power curve: `analysis.power.power_curve` (Assay's batched GLMM fits) against
 the same loop of lme4 `glmer` refits in R (as simr runs it), when Rscript with lme4 is
-installed. Both fit the same simulated datasets (written once as CSV for R).
+installed. Both fit the same simulated datasets (written once as CSV for R; R's time is
+its loop of read.csv and glmer, without starting R). R runs on one core (reference BLAS),
+so Assay is timed twice: on every core and in one process.
 
     .venv/bin/python benchmarks/power.py [--quick]
 
-Prints a table; the last line is one JSON object with `seconds`, `lme4_seconds` and
-`speedup_vs_lme4` (null without R).
+Prints a table; the last line is one JSON object with `seconds` (all cores, `workers`),
+`seconds_one_process`, `lme4_seconds` (one process), `speedup_vs_lme4` and
+`speedup_one_process_vs_lme4` (null without R).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from analysis.power import FORMULA, PowerDesign, power_curve, simulate_trials
 
@@ -55,25 +59,36 @@ def lme4_seconds(participants: list[int], n_sims: int) -> float | None:
     return float(out.stdout.split()[0])
 
 
+def timed_curve(participants: list[int], n_sims: int, workers: int
+                ) -> tuple[float, pd.DataFrame]:
+    start = time.perf_counter()
+    curve = power_curve(DESIGN, participants, n_sims=n_sims, seed=0, workers=workers,
+                        progress=False)
+    return time.perf_counter() - start, curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 sizes x 20 simulations")
     args = parser.parse_args()
     participants = [20, 40, 80] if args.quick else [20, 40, 80, 160, 320]
     n_sims = 20 if args.quick else 200
-    start = time.perf_counter()
-    curve = power_curve(DESIGN, participants, n_sims=n_sims, seed=0, progress=False)
-    ours = time.perf_counter() - start
+    workers = os.cpu_count() or 1
+    ours, curve = timed_curve(participants, n_sims, workers)
+    one, _ = timed_curve(participants, n_sims, 1)
     print(curve.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     r = lme4_seconds(participants, n_sims)
     fits = len(participants) * n_sims
-    print(f"{fits} fits: Assay {ours:.1f} s on {os.cpu_count()} cores"
-          + (f", lme4 glmer loop {r:.1f} s (one core, as simr): {r / ours:.1f}x" if r
-             else ", lme4 not available (Rscript with lme4)"))
+    print(f"{fits} fits: Assay {ours:.2f} s on {workers} processes, {one:.2f} s in one"
+          + (f"; lme4 glmer loop {r:.1f} s in one (as simr): {r / ours:.1f}x, "
+             f"{r / one:.1f}x in one process" if r else
+             "; lme4 not available (Rscript with lme4)"))
     print(json.dumps({"fits": fits, "participants": participants, "n_sims": n_sims,
-                      "cpu_count": os.cpu_count(), "seconds": round(ours, 2),
-                      "lme4_seconds": None if r is None else round(r, 2),
+                      "cpu_count": os.cpu_count(), "workers": workers,
+                      "seconds": round(ours, 3), "seconds_one_process": round(one, 3),
+                      "lme4_workers": 1, "lme4_seconds": None if r is None else round(r, 2),
                       "speedup_vs_lme4": None if r is None else round(r / ours, 2),
+                      "speedup_one_process_vs_lme4": None if r is None else round(r / one, 2),
                       "power": [round(p, 3) for p in curve["power"]]}))
 
 
