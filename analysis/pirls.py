@@ -426,7 +426,7 @@ class InterceptBatch:
         return modes
 
     def deviance(self, par: np.ndarray) -> np.ndarray:
-        """Laplace deviance (B,) at par = (θ, β) (B, terms + p), PIRLS from the last modes."""
+        """Laplace deviance (B,) at par = (θ, β) (B, terms + p)."""
         return self._modes(par).deviance
 
     def gradient(self, par: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -471,7 +471,8 @@ class InterceptBatch:
                              self.response.y[members], self.response.trials[members])
         out.u = self.u[members]
         if self._tangent is not None:
-            out._tangent = tuple(a[members] for a in self._tangent)  # type: ignore[assignment]
+            at, u_at, du = self._tangent
+            out._tangent = (at[members], u_at[members], du[members])
         return out
 
     def beta_start(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
