@@ -200,8 +200,12 @@ class Participant:
     plan: list[dict] = field(default_factory=list)
 
     @classmethod
-    def open(cls, browser, site: Site, *, preview: bool = False) -> Participant:
-        context = browser.new_context(viewport={"width": 1280, "height": 720})
+    def open(cls, browser, site: Site, *, preview: bool = False, url: str | None = None,
+             context: dict | None = None, accept_dialogs: bool = False) -> Participant:
+        """A participant in a browser context of its own (``context``: window size,
+        device), at the entry page or ``url``; dialogs are dismissed, or accepted."""
+        context = browser.new_context(**(context or {"viewport": {"width": 1280,
+                                                                   "height": 720}}))
         context.add_init_script(CSP_PROBE)
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -212,11 +216,13 @@ class Participant:
 
         def dialog(d) -> None:
             me.dialogs.append(d.message)
-            d.dismiss()
+            d.accept() if accept_dialogs else d.dismiss()
 
         page.on("dialog", dialog)
         page.route(PROLIFIC, lambda route: route.fulfill(body="<p>Prolific</p>"))
-        if preview:  # no platform IDs: a researcher's look at the study
+        if url is not None:
+            page.goto(url)
+        elif preview:  # no platform IDs: a researcher's look at the study
             page.goto(f"{site.url}/s/{site.slug}")
             me.plan = site.latest_preview().plan
         else:

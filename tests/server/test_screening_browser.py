@@ -15,7 +15,6 @@ from server.devserver import serving
 from tests.conftest import app_config, fresh_database
 from tests.server.test_browser import (  # noqa: F401 (browser: a fixture)
     CODE,
-    CSP_PROBE,
     PROLIFIC,
     SCREENOUT,
     Participant,
@@ -56,27 +55,8 @@ def site(tmp_path_factory, stimulus_dir):
 
 
 def visit(browser, site: Site, context: dict, url: str | None = None) -> Participant:  # noqa: F811
-    """A participant in a browser context of its own (window size, device); dialogs are
-    accepted, as a participant sure of withdrawing would."""
-    ctx = browser.new_context(**context)
-    ctx.add_init_script(CSP_PROBE)
-    page = ctx.new_page()
-    page.set_default_timeout(15_000)
-    me = Participant(site, page, "P" + secrets.token_hex(6))
-    page.on("console", lambda m: me.errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: me.errors.append(f"pageerror: {exc}"))
-    page.on("request", lambda request: me.requests.append(request.url))
-
-    def dialog(d) -> None:
-        me.dialogs.append(d.message)
-        d.accept()
-
-    page.on("dialog", dialog)
-    page.route(PROLIFIC, lambda route: route.fulfill(body="<p>Prolific</p>"))
-    page.goto(url or site.entry(me.pid))
-    if url is None:
-        me.plan = site.session(me.pid).plan
-    return me
+    """A participant who accepts dialogs, as one sure of withdrawing would."""
+    return Participant.open(browser, site, url=url, context=context, accept_dialogs=True)
 
 
 def assert_no_code(me: Participant) -> None:
