@@ -92,6 +92,7 @@ class StudyProgress:
     paradigm: str
     state: str  # open, full, paused or closed (server.models.STUDY_STATES)
     conditions: list[ConditionProgress]
+    screen_reasons: dict[str, int]  # live screen-outs by reason (server.flow.SCREEN_REASONS)
 
 
 def study_progress(db: Session, studies: list[Study]) -> list[StudyProgress]:
@@ -107,6 +108,12 @@ def study_progress(db: Session, studies: list[Study]) -> list[StudyProgress]:
         )
         for condition, status, n in rows:
             counts.setdefault(condition, {})[status] = n
+        reasons = db.execute(
+            select(ParticipantSession.screen_reason, func.count())
+            .where(ParticipantSession.study_id == study.id, ParticipantSession.mode == "live",
+                   ParticipantSession.status == "screened_out")
+            .group_by(ParticipantSession.screen_reason)
+        )
         out.append(
             StudyProgress(
                 slug=study.slug,
@@ -124,6 +131,7 @@ def study_progress(db: Session, studies: list[Study]) -> list[StudyProgress]:
                     )
                     for name, c in counts.items()
                 ],
+                screen_reasons={reason or "unrecorded": n for reason, n in reasons},
             )
         )
     return out

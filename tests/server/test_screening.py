@@ -12,6 +12,7 @@ from server.extensions import get_db
 from server.models import AuditEntry, ParticipantSession
 from server.tokens import HEADER, verify, withdrawal_owner, withdrawal_token
 from tests.server.participant_client import Participant, complete
+from tests.server.test_dashboard import login
 
 NEED = {"min_width": 1000, "min_height": 700}  # allow_mobile: false by default
 SMALL = {"reason": "window_too_small", "width": 800, "height": 600, "mobile": False}
@@ -142,3 +143,17 @@ def test_the_withdrawal_link_withdraws_its_session_and_nothing_else(app, client,
         entry = get_db().scalars(select(AuditEntry).where(AuditEntry.action == "withdraw")
                                  .order_by(AuditEntry.id.desc())).first()
     assert entry.detail["via"] == "link" and entry.detail["deleted_trials"] > 0
+
+
+def test_the_dashboard_counts_screen_outs_by_reason(app, client, launch):
+    slug = launch(screening=NEED)
+    for n, body in enumerate([SMALL, SMALL, PHONE]):
+        assert Participant(client, slug, pid=f"P-count-{n}").post("screening",
+                                                                  body).status_code == 200
+    Participant(client, slug, pid="P-count-fine").start()  # consented: not screened out
+    login(client, app, is_admin=True)
+    page = client.get("/dashboard").get_data(as_text=True)
+    section = page[page.index(f'id="study-{slug}"'):]
+    section = section[:section.index("</section>")]
+    assert "Screened out, by reason:" in section
+    assert "mobile 1 · window_too_small 2" in " ".join(section.split())
