@@ -97,9 +97,10 @@ def test_the_entrypoint_migrates_serves_and_refuses_a_missing_key(tmp_path):
         deadline = time.monotonic() + 60
         while True:
             try:
-                ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
                 break
-            except requests.ConnectionError:
+            # refused until gunicorn binds; unanswered until its worker has loaded the app
+            except (requests.ConnectionError, requests.Timeout):
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(0.2)
