@@ -80,9 +80,9 @@ def nginx(tmp: Path, a: int, b: int) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(base + "/healthz", timeout=2)
+                requests.get(base + "/healthz", timeout=5)
                 break
-            except requests.ConnectionError as exc:
+            except (requests.ConnectionError, requests.Timeout) as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
                     errors = (tmp / "error.log").read_text() if (tmp / "error.log").exists() else ""
                     raise RuntimeError(f"nginx did not start: {errors}") from exc
