@@ -236,7 +236,7 @@ def check_saved(database_url: str, participants: list[PsiturkParticipant]) -> di
 
 
 def run_psiturk(postgres_url: str, participants: int, trials: int, concurrency: int,
-                workers: int | None = None, threads: int = 4, worker_class: str = "gthread",
+                workers: int | None = None, threads: int = 2, worker_class: str = "gthread",
                 venv: Path | None = None) -> dict:
     """``participants`` each saving ``trials`` trials, ``concurrency`` at a time, against
     psiTurk on a scratch database beside ``postgres_url``'s. ``workers`` defaults to Assay's

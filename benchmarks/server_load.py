@@ -271,7 +271,7 @@ def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool
 
 
 def run_assay(postgres_url: str, participants: int, trials: int, concurrency: int,
-              workers: int | None = None, threads: int = 4) -> dict:
+              workers: int | None = None, threads: int = 2) -> dict:
     """The lean closed loop at ``trials`` trials per participant (practice, main and catch),
     on a scratch database and gunicorn of its own: Assay's side of benchmarks/psiturk.py's
     ``run_psiturk``, with the same keys."""
@@ -470,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--participants", type=int, help="default 60 quick, 400 otherwise")
     parser.add_argument("--concurrency", type=int, help="default 16 quick, 32 otherwise")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: the conf's)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads per gunicorn worker (the conf's default)")
     parser.add_argument("--open-loop-steps", help="participants per open-loop step, e.g. "
                         "100,500,1000 (default 250,500,1000 quick; up to 3000 otherwise)")
     parser.add_argument(

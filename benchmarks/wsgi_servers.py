@@ -88,7 +88,7 @@ def measure(server: str, url: str, workdir: Path, participants: int, concurrency
             steps: list[int], window_s: float) -> dict:
     slug, crowd_slug = launch_demo(url, workdir), launch_demo(url, workdir, main=40)
     if server == "gunicorn":
-        context = gunicorn(url, workdir, None, 4)
+        context = gunicorn(url, workdir, None, 2)
     else:
         context = granian(url, workdir, os.cpu_count() or 2, 2)
     with context as served:

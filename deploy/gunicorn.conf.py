@@ -24,7 +24,12 @@ workers = int(os.environ.get("ASSAY_WORKERS", multiprocessing.cpu_count() * 2 + 
 worker_class = "gthread"
 # Threads per worker. Each thread may hold one database connection, so keep
 # machines x workers x threads below PostgreSQL's max_connections (or use pgbouncer).
-threads = int(os.environ.get("ASSAY_THREADS", 4))
+# Two, not more: a worker's threads contend for its GIL. On 2 cores, in quiet back-to-back
+# runs of benchmarks/server_load.py, 4 threads per worker stored 0.5-0.7x the trials per
+# second of 2, at 1.4-2x the CPU per trial, and lost the 1,000-participant open loop that 2
+# held (with other load on the machine the two were alike). Idle keep-alive connections
+# wait in the worker's poller, not in a thread.
+threads = int(os.environ.get("ASSAY_THREADS", 2))
 preload_app = False  # each worker builds its own app, engine and connection pool after fork
 timeout = int(os.environ.get("ASSAY_TIMEOUT", 30))  # a worker silent this long is restarted
 graceful_timeout = int(os.environ.get("ASSAY_GRACEFUL_TIMEOUT", 30))
