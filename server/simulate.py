@@ -59,9 +59,9 @@ RETRY_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
 def send(http: requests.Session, method: str, url: str, *, patience_s: float = 120,
          **kwargs) -> requests.Response:
     """One request, retried as the browser's outbox retries it: after a connection error,
-    a timeout, a 408, a 429 or a 5xx, with exponential backoff (capped at 2 s, or the
-    server's Retry-After when shorter) until ``patience_s`` has passed. Safe because every
-    participant request is idempotent (a replayed trial is stored once)."""
+    a timeout, an answer cut off mid-body, a 408, a 429 or a 5xx, with exponential backoff
+    (capped at 2 s, or the server's Retry-After when shorter) until ``patience_s`` has passed.
+    Safe because every participant request is idempotent (a replayed trial is stored once)."""
     deadline = time.monotonic() + patience_s
     delay = 0.05
     while True:
@@ -71,7 +71,10 @@ def send(http: requests.Session, method: str, url: str, *, patience_s: float = 1
                 return response
             wait = min(delay, float(response.headers.get("Retry-After", delay) or delay))
             failure = f"{response.status_code} {response.text[:200]}"
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        # ChunkedEncodingError: the answer was cut off mid-body (its server died while
+        # sending it, after a proxy had passed on the headers)
+        except (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
             wait, failure = delay, f"{type(exc).__name__}: {exc}"
         if time.monotonic() + wait > deadline:
             raise SimulationError(f"{method} {url}: gave up after {patience_s:.0f} s "
