@@ -588,8 +588,22 @@ def _launched_if_reachable(database_url: str | None, slug: str) -> tuple[StudySp
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True)
-def serve(database_url: str | None, host: str, port: int) -> None:
-    """A development server; use gunicorn with deploy/gunicorn.conf.py in production."""
+@click.option("--production", is_flag=True,
+              help="The production server (granian), set up by ASSAY_* variables: see "
+              "deploy/README.md (ASSAY_BIND, not --host and --port).")
+def serve(database_url: str | None, host: str, port: int, production: bool) -> None:
+    """Serve participants and researchers: a development server, or with --production the
+    server to deploy."""
+    if production:
+        from server.serve import serve as serve_production
+
+        if database_url:  # the workers read it from the environment they inherit
+            os.environ["DATABASE_URL"] = database_url
+        try:
+            serve_production()
+        except ValueError as exc:  # a bad ASSAY_* setting, found before anything starts
+            raise click.UsageError(str(exc)) from None
+        return
     _app(database_url).run(host=host, port=port, threaded=True)
 
 

@@ -36,8 +36,8 @@ import numpy as np
 import psycopg
 from sqlalchemy import make_url
 
-from server.gunicorn_process import running_gunicorn
 from server.migrate import libpq_dsn, scratch_database
+from server.server_process import running_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
 from benchmarks import http_retry  # noqa: E402
@@ -51,6 +51,8 @@ REQUIREMENTS = ("psiturk==3.3.1", "cryptography==38.0.4", "psycopg2-binary==2.9.
 USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/124.0.0.0 Safari/537.36")
 _UNIQUE_ID = re.compile(r'uniqueId = "([^"]+)"')
+_LISTENING = re.compile(r"Listening at: (http://[\d.]+:\d+)")
+READY = "psiturk app ready in worker"
 
 # The fewest templates psiturk.experiment needs: it refuses to start without
 # thanks-mturksubmit.html and closepopup.html, and /pub and /consent insert the mode after
@@ -68,10 +70,17 @@ TEMPLATES = {
     "default.html": "psiTurk",
 }
 # Logged once a worker has imported the app, so that the benchmark starts when all are up.
-GUNICORN_CONF = '''
+GUNICORN_CONF = f'''
 def post_worker_init(worker):
-    worker.log.info("psiturk app ready in worker %s", worker.pid)
+    worker.log.info("{READY} %s", worker.pid)
 '''
+
+
+def gunicorn_ready(log: str) -> str | None:
+    """gunicorn's base URL once every worker it booted has loaded psiTurk's app."""
+    found = _LISTENING.search(log)
+    booted = log.count("Booting worker")
+    return found.group(1) if found and booted and log.count(READY) >= booted else None
 
 
 def ensure_env(root: Path = ROOT) -> Path:
@@ -133,8 +142,8 @@ def psiturk_server(venv: Path, directory: Path, workers: int, threads: int,
                "--bind", "127.0.0.1:0", "--workers", str(workers), "--threads", str(threads),
                "--worker-class", worker_class, "--keep-alive", "5", "--timeout", "30",
                "--log-level", "info", "psiturk.experiment:app"]  # fmt: skip
-    with running_gunicorn(env, directory / "gunicorn.log", timeout, command=command,
-                          cwd=directory, ready="psiturk app ready in worker") as base:
+    with running_process(command, env, directory / "gunicorn.log", gunicorn_ready, timeout,
+                         cwd=directory) as (base, _):
         yield base
 
 

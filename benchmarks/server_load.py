@@ -1,9 +1,10 @@
-"""Load benchmark: simulated participants against gunicorn on PostgreSQL, on loopback.
+"""Load benchmark: simulated participants against the production server on PostgreSQL, on
+loopback.
 
     .venv/bin/python benchmarks/server_load.py --quick
 
 Creates a scratch PostgreSQL database (dropped at the end), launches the demo study on the
-procedural stimulus set, starts gunicorn with deploy/gunicorn.conf.py on a free loopback port,
+procedural stimulus set, starts `assay serve --production` (granian) on a free loopback port,
 and runs simulated participants (server/simulate.py, the browser's HTTP API) concurrently.
 Then measures raw single-row INSERT throughput of the same PostgreSQL at the same concurrency
 (psycopg, one transaction per row, into a scratch table shaped like trial_responses: same
@@ -11,9 +12,10 @@ columns, unique key and foreign key). Prints trials stored per second, p50/p99 l
 trial POSTs, lost trials (answered 2xx but missing from the database), duplicate rows (beyond
 one per session and trial), and the ratio to the raw INSERT rate. Then, unless --no-psiturk,
 Assay and psiTurk 3.3.1 side by side at 16 and at 100 trials per participant, the same
-participants, concurrency and gunicorn workers (benchmarks/psiturk.py: psiTurk saves the whole
-accumulated task data after every trial, so its bytes per trial grow with study length). The
-last line is one JSON object with those figures.
+participants and concurrency, each on its own server (psiTurk on gunicorn, 2 x cores + 1
+workers with 2 threads each; benchmarks/psiturk.py: psiTurk saves the whole accumulated task
+data after every trial, so its bytes per trial grow with study length). The last line is one
+JSON object with those figures.
 
 Client, server and database share the machine's cores: the figures are for this machine and
 this setup, not a capacity plan.
@@ -28,8 +30,6 @@ import json
 import logging
 import math
 import os
-import re
-import secrets
 import shutil
 import sys
 import tempfile
@@ -48,8 +48,8 @@ from experiments.study import load_study
 from server.app import create_app
 from server.catalog import launch_study
 from server.extensions import get_db
-from server.gunicorn_process import running_gunicorn
 from server.migrate import libpq_dsn, scratch_database
+from server.server_process import RunningServer, local_env, running_server
 from server.simulate import TOKEN, ImageCache, SimResult, SimulationError, run_participant
 from server.tokens import HEADER
 from stimuli.procedural import build_procedural_set
@@ -90,25 +90,13 @@ def launch_demo(database_url: str, workdir: Path, main: int | None = None,
 
 
 @contextmanager
-def gunicorn(database_url: str, workdir: Path, workers: int | None, threads: int) -> Iterator[str]:
-    """gunicorn with deploy/gunicorn.conf.py on a free loopback port; yields its base URL."""
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(
-        DATABASE_URL=database_url,
-        ASSAY_SECRET_KEY=secrets.token_hex(32),
-        ASSAY_SECURE_COOKIES="0",  # plain HTTP on the loopback
-        ASSAY_INSTANCE=str(workdir / "instance"),
-        ASSAY_BIND="127.0.0.1:0",
-        ASSAY_THREADS=str(threads),
-        ASSAY_ENTRY_RATE_LIMIT="1000000 per minute",
-        ASSAY_ACCESS_LOG=str(workdir / "access.log"),
-        ASSAY_LOG_LEVEL="warning",
-    )
-    if workers:
-        env["ASSAY_WORKERS"] = str(workers)
-    with running_gunicorn(env, workdir / "gunicorn.log") as base:
-        log.info("gunicorn at %s", base)
-        yield base
+def app_server(database_url: str, workdir: Path, workers: int | None,
+               threads: int) -> Iterator[RunningServer]:
+    """``assay serve --production`` on a free loopback port, as deployed (access log on)."""
+    env = local_env(database_url, workdir / "instance", workers=workers, threads=threads)
+    with running_server(env, workdir / "server.log") as server:
+        log.info("server at %s", server.base_url)
+        yield server
 
 
 class LeanParticipant:
@@ -199,12 +187,6 @@ def cpu_seconds(server_pid: int | None) -> dict[str, float]:
     return totals
 
 
-def gunicorn_pid(log_path: Path) -> int | None:
-    """The gunicorn master's pid, from its log ("Listening at: URL (PID)")."""
-    found = re.search(r"Listening at: \S+ \((\d+)\)", log_path.read_text())
-    return int(found.group(1)) if found else None
-
-
 def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool,
              lean: bool = True, server_pid: int | None = None) -> dict:
     """N participants, ``concurrency`` at a time; failures counted, not raised.
@@ -273,7 +255,7 @@ def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool
 def run_assay(postgres_url: str, participants: int, trials: int, concurrency: int,
               workers: int | None = None, threads: int = 2) -> dict:
     """The lean closed loop at ``trials`` trials per participant (practice, main and catch),
-    on a scratch database and gunicorn of its own: Assay's side of benchmarks/psiturk.py's
+    on a scratch database and server of its own: Assay's side of benchmarks/psiturk.py's
     ``run_psiturk``, with the same keys."""
     spec = load_study(ROOT / "experiments" / "demos" / "2afc.toml")
     practice, rate = spec.practice.trials, spec.trials.catch_rate
@@ -289,8 +271,9 @@ def run_assay(postgres_url: str, participants: int, trials: int, concurrency: in
     ):
         workdir = Path(tmp)
         slug = launch_demo(url, workdir, main=main, stimuli=stimuli)
-        with gunicorn(url, workdir, workers, threads) as base:
-            load = run_load(base, slug, participants, concurrency, shared_images=True)
+        with app_server(url, workdir, workers, threads) as server:
+            load = run_load(server.base_url, slug, participants, concurrency,
+                            shared_images=True)
         checked = check_database(url, load["results"])
     results = load["results"]
     sent = sum(r.trials_sent for r in results)
@@ -317,11 +300,13 @@ def run_assay(postgres_url: str, participants: int, trials: int, concurrency: in
 def by_trials(postgres_url: str, participants: int, concurrency: int, workers: int | None,
               threads: int, lengths: tuple[int, ...] = (16, 100)) -> dict[str, dict]:
     """Assay and psiTurk side by side at each study length, the same participants, trials,
-    concurrency and gunicorn workers and threads; {"assay"|"psiturk": {str(trials): ...}}."""
+    concurrency and threads per worker; ``workers`` are Assay's (psiTurk's gunicorn keeps its
+    2 x cores + 1); {"assay"|"psiturk": {str(trials): ...}}."""
     runs: dict[str, dict] = {"assay": {}, "psiturk": {}}
     for trials in lengths:
         for name, run in (("assay", run_assay), ("psiturk", run_psiturk)):
-            got = run(postgres_url, participants, trials, concurrency, workers, threads)
+            got = run(postgres_url, participants, trials, concurrency,
+                      workers if name == "assay" else None, threads)
             runs[name][str(trials)] = got
             log.info("%s, %d trials each: %.1f trials/s, p50 %.1f ms, p99 %.1f ms, %d bytes "
                      "per trial, lost %d", name, trials, got["trials_per_s"], got["p50_ms"],
@@ -469,9 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short run (about 90 s)")
     parser.add_argument("--participants", type=int, help="default 60 quick, 400 otherwise")
     parser.add_argument("--concurrency", type=int, help="default 16 quick, 32 otherwise")
-    parser.add_argument("--workers", type=int, help="gunicorn workers (default: the conf's)")
+    parser.add_argument("--workers", type=int, help="server workers (default: ASSAY_WORKERS's)")
     parser.add_argument("--threads", type=int, default=2,
-                        help="threads per gunicorn worker (the conf's default)")
+                        help="threads per server worker (ASSAY_THREADS's default)")
     parser.add_argument("--open-loop-steps", help="participants per open-loop step, e.g. "
                         "100,500,1000 (default 250,500,1000 quick; up to 3000 otherwise)")
     parser.add_argument(
@@ -517,12 +502,12 @@ def main(argv: list[str] | None = None) -> int:
         slug = launch_demo(url, workdir)
         log.info("demo study launched on the procedural set (%.1f s)", time.perf_counter() - t0)
         t0 = time.perf_counter()
-        with gunicorn(url, workdir, args.workers, args.threads) as base:
-            log.info("gunicorn ready (%.1f s)", time.perf_counter() - t0)
+        with app_server(url, workdir, args.workers, args.threads) as server:
+            base = server.base_url
+            log.info("server ready (%.1f s)", time.perf_counter() - t0)
             log.info("%d participants, %d at a time, against %s", n, concurrency, base)
             load = run_load(base, slug, n, concurrency, not args.images_per_participant,
-                            lean=not args.browser_like,
-                            server_pid=gunicorn_pid(workdir / "gunicorn.log"))
+                            lean=not args.browser_like, server_pid=server.process.pid)
             results = load["results"]
             checked = check_database(url, results)
             steps = [int(x) for x in args.open_loop_steps.split(",")] if args.open_loop_steps \

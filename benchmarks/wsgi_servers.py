@@ -1,14 +1,15 @@
-"""gunicorn (deploy/gunicorn.conf.py) and granian side by side on the same app, database and
-load: which WSGI server to deploy is decided by this, not by reputation.
+"""granian (what `assay serve --production` runs) and gunicorn side by side, on the same app,
+database and load: the reason Assay deploys granian, measured again on this machine.
 
-    .venv/bin/pip install granian   # not a dependency of Assay (yet)
+    .venv/bin/pip install gunicorn   # not a dependency of Assay
     .venv/bin/python benchmarks/wsgi_servers.py --quick
 
 For each server: the lean closed loop of benchmarks/server_load.py (trials/s, and CPU per
 trial of the server, PostgreSQL and the load generator) and its open loop with 2 s think time
-(p99 at each step). granian runs with as many workers as cores and two blocking threads each
-(more threads per worker measured slower on 2 cores: they contend for the GIL). The last line
-is one JSON object, with granian's ratios to gunicorn.
+(p99 at each step). granian runs as deployed (a worker per core, two threads each); gunicorn as
+it was deployed before, and as its docs advise: gthread workers, 2 x cores + 1 of them, two
+threads each, access log on for both. The last line is one JSON object, with granian's ratios
+to gunicorn.
 """
 
 from __future__ import annotations
@@ -16,14 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,69 +29,54 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.server_load import (  # noqa: E402
+    app_server,
     check_database,
-    gunicorn,
-    gunicorn_pid,
     launch_demo,
     open_loop,
     run_load,
 )
 from server.migrate import scratch_database  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from server.server_process import (  # noqa: E402
+    RunningServer,
+    free_port,
+    local_env,
+    running_process,
+    wait_until_answers,
+)
 
 
 @contextmanager
-def granian(database_url: str, workdir: Path, workers: int,
-            threads: int) -> Iterator[tuple[str, int]]:
-    """granian serving server.wsgi:app as gunicorn does; yields (base URL, pid)."""
-    binary = shutil.which("granian", path=str(Path(sys.executable).parent))
+def gunicorn(database_url: str, workdir: Path, workers: int | None,
+             threads: int) -> Iterator[RunningServer]:
+    """gunicorn serving server.wsgi:app; yields once every worker answers."""
+    binary = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
     if binary is None:
-        raise SystemExit("granian is not installed: .venv/bin/pip install granian")
+        raise SystemExit("gunicorn is not installed: .venv/bin/pip install gunicorn")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(DATABASE_URL=database_url, ASSAY_SECRET_KEY=secrets.token_hex(32),
-               ASSAY_SECURE_COOKIES="0", ASSAY_INSTANCE=str(workdir / "instance"),
-               ASSAY_ENTRY_RATE_LIMIT="1000000 per minute")
-    command = [binary, "--interface", "wsgi", "--http", "1", "--host", "127.0.0.1", "--port",
-               str(port), "--workers", str(workers), "--blocking-threads", str(threads),
-               "--log-level", "warning", "server.wsgi:app"]
-    with open(workdir / "granian.log", "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((workdir / "granian.log").read_text()) from None
-                time.sleep(0.2)
-        time.sleep(1.0)  # every worker up
-        yield base, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    workers = workers or 2 * (os.cpu_count() or 1) + 1
+    command = [binary, "--worker-class", "gthread", "--workers", str(workers), "--threads",
+               str(threads), "--bind", f"127.0.0.1:{port}", "--access-logfile", "-",
+               "--access-logformat", '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(M)sms %(p)s',
+               "server.wsgi:app"]
+    env = local_env(database_url, workdir / "instance")
+
+    def booted(log: str) -> str | None:
+        return "listening" if log.count("Booting worker") >= workers else None
+
+    with running_process(command, env, workdir / "gunicorn.log", booted) as (_, process):
+        wait_until_answers(f"http://127.0.0.1:{port}/healthz", process)
+        time.sleep(2.0)  # every worker has loaded the app (gunicorn does not log it)
+        yield RunningServer(f"http://127.0.0.1:{port}", workdir / "gunicorn.log", process)
 
 
 def measure(server: str, url: str, workdir: Path, participants: int, concurrency: int,
             steps: list[int], window_s: float) -> dict:
     slug, crowd_slug = launch_demo(url, workdir), launch_demo(url, workdir, main=40)
-    if server == "gunicorn":
-        context = gunicorn(url, workdir, None, 2)
-    else:
-        context = granian(url, workdir, os.cpu_count() or 2, 2)
-    with context as served:
-        base, pid = (served, gunicorn_pid(workdir / "gunicorn.log")) \
-            if server == "gunicorn" else served
-        load = run_load(base, slug, participants, concurrency, True, server_pid=pid)
+    start = gunicorn if server == "gunicorn" else app_server
+    with start(url, workdir, None, 2) as served:
+        base = served.base_url
+        load = run_load(base, slug, participants, concurrency, True,
+                        server_pid=served.process.pid)
         stored = check_database(url, load["results"])
         crowd = open_loop(base, crowd_slug, steps, think_s=2.0, window_s=window_s)
     crowd_stored = check_database(url, crowd["results"])

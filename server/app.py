@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(load_config(config))
-    engine = make_engine(app.config["DATABASE_URL"])
+    engine = make_engine(app.config["DATABASE_URL"], app.config["STATEMENT_TIMEOUT_MS"])
     app.extensions["assay.engine"] = engine
     app.extensions["assay.sessionmaker"] = make_sessionmaker(engine)
 

@@ -26,7 +26,7 @@ def _secret_key(instance: Path, production: bool) -> str:
                           "\"import secrets; print(secrets.token_hex(32))\"")
     path = instance / "secret_key"
     if not path.exists():
-        # Several gunicorn workers start at once: each writes a candidate aside and links it
+        # Several server workers start at once: each writes a candidate aside and links it
         # into place, which fails for all but the first, so every process reads the same key.
         instance.mkdir(parents=True, exist_ok=True)
         candidate = instance / f".secret_key.{os.getpid()}"
@@ -40,6 +40,16 @@ def _secret_key(instance: Path, production: bool) -> str:
         finally:
             candidate.unlink()
     return path.read_text().strip()
+
+
+def _statement_timeout() -> int:
+    """PostgreSQL cancels a statement of the app's that runs longer (0: never). It bounds a
+    request stuck on a lock or a stalled database, which would otherwise hold one of a
+    worker's few threads for good; the client gets a 503 and retries."""
+    raw = os.environ.get("ASSAY_STATEMENT_TIMEOUT_MS", "").strip() or "30000"
+    if not raw.isdigit():
+        raise ValueError(f"ASSAY_STATEMENT_TIMEOUT_MS must be a whole number of ms, not {raw!r}")
+    return int(raw)
 
 
 def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -59,6 +69,7 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SESSION_COOKIE_SECURE": os.environ.get("ASSAY_SECURE_COOKIES",
                                                 "1" if production else "0") == "1",
         "WTF_CSRF_TIME_LIMIT": None,
+        "STATEMENT_TIMEOUT_MS": _statement_timeout(),
     }
     config.update(overrides)
     config.setdefault("SECRET_KEY", overrides.get("SECRET_KEY") or _secret_key(instance,

@@ -21,8 +21,9 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """Statement parameters are hidden from errors and logs: they hold platform IDs."""
+def make_engine(url: str, statement_timeout_ms: int = 0) -> Engine:
+    """Statement parameters are hidden from errors and logs: they hold platform IDs.
+    ``statement_timeout_ms`` (PostgreSQL; 0: none) cancels a statement that runs longer."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None},
@@ -42,7 +43,9 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20,
+    options = {"options": f"-c statement_timeout={statement_timeout_ms}"} \
+        if statement_timeout_ms else {}
+    return create_engine(url, pool_size=10, max_overflow=20, connect_args=options,
                          hide_parameters=True)
 
 

@@ -1,4 +1,5 @@
-"""A threaded server on a free loopback port, for the demo and tests (gunicorn in production)."""
+"""A threaded server on a free loopback port, for the demo and tests (production: granian,
+`assay serve --production`)."""
 
 from __future__ import annotations
 

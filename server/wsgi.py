@@ -1,7 +1,7 @@
-"""The WSGI entry point: ``gunicorn -c deploy/gunicorn.conf.py server.wsgi:app``.
+"""The WSGI entry point: ``assay serve --production`` (server/serve.py) serves ``app``.
 
-Creating the app at import is right here and nowhere else: this is the module gunicorn imports
-in each worker. Configuration comes from the environment (see server/config.py and
+Creating the app at import is right here and nowhere else: this is the module the server
+imports in each worker. Configuration comes from the environment (see server/config.py and
 deploy/README.md); this is production, so ASSAY_SECRET_KEY must be set and cookies are
 HTTPS-only unless ASSAY_SECURE_COOKIES=0.
 
@@ -26,12 +26,4 @@ _proxies = int(os.environ.get("ASSAY_TRUSTED_PROXIES", "0"))
 if _proxies:
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=_proxies, x_proto=_proxies, x_host=_proxies)
 
-# Under gunicorn, the server's own log lines go where gunicorn's error log goes (and through
-# its filters, which scrub query strings).
-_gunicorn = logging.getLogger("gunicorn.error")
-if _gunicorn.handlers:
-    _server_log = logging.getLogger("server")
-    _server_log.handlers = list(_gunicorn.handlers)
-    _server_log.setLevel(_gunicorn.level)
-    _server_log.propagate = False
 logging.getLogger(__name__).info("assay app ready in worker %d", os.getpid())

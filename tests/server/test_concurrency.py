@@ -1,14 +1,14 @@
 """Many participants at the same moment against a real server.
 
-PostgreSQL behind gunicorn (three worker processes, each with threads), and SQLite behind the
-threaded dev server: 200 participants hit the entry URL together and end up balanced across
-the condition cells within 1; a platform ID sent twice at once gets one session; trials sent
-twice at once are stored once. The counts come from the database, not from the answers.
+PostgreSQL behind the production server (granian: three worker processes, each with threads),
+and SQLite behind the threaded dev server: 200 participants hit the entry URL together and end
+up balanced across the condition cells within 1; a platform ID sent twice at once gets one
+session; trials sent twice at once are stored once. The counts come from the database, not
+from the answers.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import secrets
@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,9 +31,8 @@ from server.catalog import launch_study
 from server.db import make_engine
 from server.devserver import serving
 from server.extensions import get_db
-from server.gunicorn_process import CONF as GUNICORN_CONF
-from server.gunicorn_process import running_gunicorn
 from server.models import ParticipantSession, PlatformIdentity, Study, StudyVersion, TrialResponse
+from server.server_process import RunningServer, local_env, running_server
 from server.tokens import HEADER
 from tests.conftest import app_config, demo_spec, fresh_database
 
@@ -50,39 +48,15 @@ TRIALS_EACH = 6
 # --- servers --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Gunicorn:
-    base_url: str
-    log: Path
-
-    def log_text(self) -> str:
-        return self.log.read_text()
-
-
 @contextmanager
-def gunicorn(
-    database_url: str, tmp: Path, *, workers: int = 4, threads: int = 4, **env: str
-) -> Iterator[Gunicorn]:
-    """``gunicorn -c deploy/gunicorn.conf.py server.wsgi:app`` on a free loopback port.
-
-    Production settings, over plain HTTP (so cookies are not HTTPS-only). Yields once
-    every worker has built its app.
-    """
-    log = tmp / "gunicorn.log"
-    environment = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    environment.update(
-        ASSAY_SECRET_KEY=secrets.token_hex(32),
-        ASSAY_SECURE_COOKIES="0",
-        DATABASE_URL=database_url,
-        ASSAY_INSTANCE=str(tmp / "instance"),
-        ASSAY_BIND="127.0.0.1:0",
-        ASSAY_WORKERS=str(workers),
-        ASSAY_THREADS=str(threads),
-        ASSAY_ENTRY_RATE_LIMIT="100000 per minute",
-    )
-    environment.update(env)
-    with running_gunicorn(environment, log) as base:
-        yield Gunicorn(base, log)
+def app_server(database_url: str, tmp: Path, *, workers: int = 4, threads: int = 2,
+               **env: str) -> Iterator[RunningServer]:
+    """``assay serve --production`` (granian) on a free loopback port, over plain HTTP (so
+    cookies are not HTTPS-only). Yields once every worker has built its app."""
+    environment = local_env(database_url, tmp / "instance", workers=workers, threads=threads,
+                            **env)
+    with running_server(environment, tmp / "server.log") as server:
+        yield server
 
 
 def _launch(database_url: str, tmp: Path, stimulus_dir: Path, target: int | None = None) -> str:
@@ -236,13 +210,20 @@ def postgres_url(tmp_path_factory) -> Iterator[str]:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_crowd_on_postgres_behind_gunicorn(postgres_url, stimulus_dir, tmp_path):
+def test_crowd_on_postgres_behind_the_production_server(postgres_url, stimulus_dir, tmp_path):
     slug = _launch(postgres_url, tmp_path, stimulus_dir)
-    with gunicorn(postgres_url, tmp_path, workers=3, threads=4) as server:
+    with app_server(postgres_url, tmp_path, workers=3, threads=2) as server:
         pids = _run_crowd(server.base_url, postgres_url, slug)
+        # %0a and %00 decode to a newline and a NUL: neither may forge a line nor reach the log
+        forged = requests.get(server.base_url + "/s/x%0a127.0.0.1%20%22GET%20/forged%20HTTP/1.1"
+                              "%22%20200%00?PROLIFIC_PID=LEAKED1", timeout=10)
         time.sleep(0.2)  # let the last access-log lines reach the file
         log = server.log_text()
+    assert forged.status_code == 404
     assert f'GET /s/{slug} HTTP/1.1" 200' in log, "the access log records entries"
+    assert '\\x0a127.0.0.1 "GET /forged' in log and "\x00" not in log
+    assert not any(line.startswith('127.0.0.1 "GET /forged') for line in log.splitlines())
+    assert "LEAKED1" not in log
     assert "PROLIFIC_PID" not in log
     leaked = [pid for pid in pids if pid in log]
     assert leaked == [], "platform IDs are personal data and must not be logged"
@@ -282,7 +263,7 @@ def test_entry_rate_limit_is_shared_by_workers_through_redis(postgres_url, stimu
     window = 100_000 + secrets.randbelow(800_000)
     limit = f"5 per {window} second"
     try:
-        with gunicorn(
+        with app_server(
             postgres_url,
             tmp_path,
             workers=2,
@@ -302,23 +283,6 @@ def test_entry_rate_limit_is_shared_by_workers_through_redis(postgres_url, stimu
     entry_lines = [line for line in log.splitlines() if f"GET /s/{slug} " in line]
     served_by = {line.rsplit(" ", 1)[-1] for line in entry_lines}
     assert len(served_by) >= 2, f"all entries went to one worker, proving nothing: {served_by}"
-
-
-def _gunicorn_conf():
-    spec = importlib.util.spec_from_file_location("assay_gunicorn_conf", GUNICORN_CONF)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_gunicorn_logs_carry_no_query_strings():
-    conf = _gunicorn_conf()
-    for atom in ("%(r)s", "%(q)s", "%(f)s", "{query_string}"):
-        assert atom not in conf.access_log_format
-    assert "%(U)s" in conf.access_log_format
-    line = "Error handling request GET /s/demo?PROLIFIC_PID=abc123&STUDY_ID=x"
-    assert conf.scrub(line) == "Error handling request GET /s/demo?[redacted]"
-    assert conf.worker_class == "gthread" and conf.preload_app is False
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import kubernetes_validate
@@ -20,6 +18,7 @@ import yaml
 
 from server.app import create_app
 from server.config import ROOT
+from server.server_process import free_port, wait_until_answers
 from tests.conftest import app_config
 
 DEPLOY = ROOT / "deploy"
@@ -72,12 +71,6 @@ def test_compose_runs_migrations_before_replicas_behind_tls():
     assert "listen 443 ssl" in conf and "server app:8000" in conf and "$request " not in conf
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_entrypoint_migrates_serves_and_refuses_a_missing_key(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("ASSAY_SECRET_KEY", "REDIS_URL")}
     env.update(PATH=f"{BIN}:{env['PATH']}", DATABASE_URL=f"sqlite:///{tmp_path / 'a.db'}",
@@ -94,16 +87,8 @@ def test_the_entrypoint_migrates_serves_and_refuses_a_missing_key(tmp_path):
     server = subprocess.Popen([entrypoint, "serve"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-                break
-            # refused until gunicorn binds; unanswered until its worker has loaded the app
-            except (requests.ConnectionError, requests.Timeout):
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
+        wait_until_answers(f"http://127.0.0.1:{port}/healthz", server)
+        ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
         assert ready.status_code == 200 and ready.json() == {"status": "ready"}
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -1,6 +1,6 @@
-"""Faults under load, against gunicorn: a worker killed with SIGKILL, PostgreSQL restarted,
-Redis stopped. Simulated participants (which retry as the browser's outbox does) all
-finish, and the database holds every trial of their plans exactly once.
+"""Faults under load, against the production server (granian): a worker killed with SIGKILL,
+PostgreSQL restarted, Redis stopped. Simulated participants (which retry as the browser's outbox
+does) all finish, and the database holds every trial of their plans exactly once.
 
 The restart and the stop hit a throwaway PostgreSQL cluster (initdb on a free port) and a
 private redis-server, never the machine's shared servers that the rest of the suite uses.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import re
 import shutil
 import signal
 import socket
@@ -29,19 +28,13 @@ from sqlalchemy import func, select
 from server.db import make_engine
 from server.migrate import upgrade
 from server.models import ParticipantSession, Study, TrialResponse
+from server.server_process import APP_READY, free_port
 from server.simulate import SimResult, simulate
 from tests.conftest import fresh_database
-from tests.server.test_concurrency import _launch, gunicorn
+from tests.server.test_concurrency import _launch, app_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-WORKER = re.compile(r"Booting worker with pid: (\d+)")
 N = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
@@ -179,19 +172,26 @@ def url(tmp_path) -> Iterator[str]:
 
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(url, tmp_path, stimulus_dir):
     slug = _launch(url, tmp_path, stimulus_dir)
-    with gunicorn(url, tmp_path, workers=2, threads=4) as server:
+    with app_server(url, tmp_path, workers=2, threads=2) as server:
         thread, results = in_background(server.base_url, slug)
         wait_until_stored(url, slug, 10)
-        victim = int(WORKER.findall(server.log_text())[0])
+        victim = server.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         thread.join(timeout=240)
+        log = server.log_text()
+        workers = server.worker_pids()
     check_everything_stored(results, url, slug)
+    # the dead worker was replaced by one that built the app and served
+    assert "Respawning worker-1" in log and len(workers) == 3 and victim not in workers[1:]
+    assert log.count(APP_READY) == 3
+    assert any(line.endswith(f" {workers[2]}") and "POST /api/trials" in line
+               for line in log.splitlines()), "the new worker served trials"
 
 
 def test_a_postgres_restart_mid_run_loses_and_duplicates_nothing(tmp_path, stimulus_dir):
     with throwaway_postgres() as cluster:
         slug = _launch(cluster.url, tmp_path, stimulus_dir)
-        with gunicorn(cluster.url, tmp_path, workers=2, threads=4) as server:
+        with app_server(cluster.url, tmp_path, workers=2, threads=2) as server:
             thread, results = in_background(server.base_url, slug)
             wait_until_stored(cluster.url, slug, 10)
             cluster.stop("fast")
@@ -206,7 +206,7 @@ def test_a_postgres_restart_mid_run_loses_and_duplicates_nothing(tmp_path, stimu
 def test_redis_stopped_mid_run_lets_everyone_in(url, tmp_path, stimulus_dir):
     slug = _launch(url, tmp_path, stimulus_dir)
     with private_redis() as (redis_url, process), \
-            gunicorn(url, tmp_path, workers=2, threads=4, REDIS_URL=redis_url) as server:
+            app_server(url, tmp_path, workers=2, threads=4, REDIS_URL=redis_url) as server:
         thread, results = in_background(server.base_url, slug)
         wait_until_stored(url, slug, 5)
         process.kill()  # later participants enter with the limiter counting in memory

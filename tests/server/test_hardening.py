@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import runpy
 import secrets
 import statistics
 import subprocess
@@ -23,13 +22,12 @@ from server.config import ROOT
 from server.export import trial_rows
 from server.extensions import get_db
 from server.models import AuditEntry, PlatformIdentity, TrialResponse
+from server.serve import ACCESS_FORMAT, ScrubFilter, scrub
 from server.tokens import sign
 from tests.conftest import app_config, demo_spec
 from tests.server.participant_client import TOKEN, Participant, complete
 from tests.server.test_api import session_of
 from tests.server.test_dashboard import CSRF, login
-
-GUNICORN_CONF = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
 
 
 def trial_body(index: int, **changes) -> dict:
@@ -249,15 +247,19 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path, key):
     assert result.stdout.strip().endswith("True")
 
 
-# 12: the access log cannot be forged, and prose with "?" is left alone
+# 12: the access log cannot be forged, and prose with "?" is left alone (the live server's
+# log is checked in test_concurrency's crowd test)
 def test_log_lines_cannot_be_forged_and_scrubbing_keeps_prose():
-    logged_path, scrub = GUNICORN_CONF["logged_path"], GUNICORN_CONF["scrub"]
-    path = logged_path("/s/x\n127.0.0.1 - forged 200\x00")  # what %0a and %00 decode to
-    assert "\n" not in path and "\x00" not in path and path.startswith("/s/x%0A")
+    logged = scrub('"GET /s/x\n127.0.0.1 - forged 200\x00 HTTP/1.1"')  # %0a and %00, decoded
+    assert "\n" not in logged and "\x00" not in logged and "/s/x\\x0a127.0.0.1" in logged
     assert scrub("GET /s/demo?PROLIFIC_PID=abc&SESSION_ID=d HTTP/1.1") == \
         "GET /s/demo?[redacted] HTTP/1.1"
     assert scrub("is this the right answer? yes") == "is this the right answer? yes"
     assert scrub("bad query ?PROLIFIC_PID=abc") == "bad query ?[redacted]"
+    assert "query_string" not in ACCESS_FORMAT and "%(path)s" in ACCESS_FORMAT
+    record = logging.LogRecord("server", logging.ERROR, __file__, 1, "failed on %s",
+                               ("/s/demo?PROLIFIC_PID=abc",), None)
+    assert ScrubFilter().filter(record) and record.getMessage() == "failed on /s/demo?[redacted]"
 
 
 # catch trials: a script that compares image URLs scores at chance

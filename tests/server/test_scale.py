@@ -4,32 +4,22 @@ every participant still finishes with each trial stored exactly once."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import secrets
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import requests
 
+from server.server_process import free_port, wait_until_answers
 from tests.conftest import fresh_database
-from tests.server.test_concurrency import _launch, gunicorn
-from tests.server.test_faults import (
-    check_everything_stored,
-    free_port,
-    in_background,
-    wait_until_stored,
-)
+from tests.server.test_concurrency import _launch, app_server
+from tests.server.test_faults import check_everything_stored, in_background, wait_until_stored
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-PIDS = re.compile(r"Listening at: \S+ \((\d+)\)|Booting worker with pid: (\d+)")
 
 NGINX_CONF = """
 {user}
@@ -77,16 +67,11 @@ def nginx(tmp: Path, a: int, b: int) -> Iterator[str]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(base + "/healthz", timeout=5)
-                break
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    errors = (tmp / "error.log").read_text() if (tmp / "error.log").exists() else ""
-                    raise RuntimeError(f"nginx did not start: {errors}") from exc
-                time.sleep(0.1)
+        try:
+            wait_until_answers(base + "/healthz", process, timeout=30)
+        except RuntimeError as exc:
+            errors = (tmp / "error.log").read_text() if (tmp / "error.log").exists() else ""
+            raise RuntimeError(f"nginx did not start: {errors}") from exc
         yield base
     finally:
         process.terminate()
@@ -95,13 +80,6 @@ def nginx(tmp: Path, a: int, b: int) -> Iterator[str]:
 
 def port_of(base_url: str) -> int:
     return int(base_url.rsplit(":", 1)[1])
-
-
-def kill_instance(log: str) -> None:
-    """SIGKILL a gunicorn master and its workers (all the pids its log names)."""
-    for master, worker in PIDS.findall(log):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(master or worker), signal.SIGKILL)
 
 
 def trial_posts(log: str) -> int:
@@ -119,14 +97,14 @@ def test_two_instances_behind_nginx_survive_losing_one(url, tmp_path, stimulus_d
     shared = {"ASSAY_SECRET_KEY": key, "ASSAY_TRUSTED_PROXIES": "1"}
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    with gunicorn(url, tmp_path / "a", workers=1, threads=4, **shared) as first, \
-            gunicorn(url, tmp_path / "b", workers=1, threads=4, **shared) as second, \
+    with app_server(url, tmp_path / "a", workers=1, **shared) as first, \
+            app_server(url, tmp_path / "b", workers=1, **shared) as second, \
             nginx(tmp_path / "nginx", port_of(first.base_url), port_of(second.base_url)) as base:
         thread, results = in_background(base, slug)
         wait_until_stored(url, slug, 16)
         served_by_first = trial_posts(first.log_text())
         assert served_by_first > 0 and trial_posts(second.log_text()) > 0, "alternating"
-        kill_instance(first.log_text())
+        first.kill()  # the server and its workers, at once
         thread.join(timeout=240)
         assert trial_posts(first.log_text()) <= served_by_first + 4  # it is gone
         second_log = second.log_text()
