@@ -19,7 +19,6 @@ from typing import Any
 from flask import Flask
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.wsgi import get_input_stream
 
 from server.bodies import parse_body
 from server.db import RETRY_AFTER_S, unavailable
@@ -64,7 +63,7 @@ class TrialEndpoint:
             return 401, {"error": f"missing or invalid session token ({HEADER} header)"}, []
         limit = self.app.config["MAX_CONTENT_LENGTH"]
         try:
-            body = get_input_stream(environ, max_content_length=limit).read()
+            body = read_body(environ, limit)
         except RequestEntityTooLarge:
             return 413, {"error": f"payload too large (limit {limit} bytes)"}, []
         try:
@@ -84,3 +83,24 @@ class TrialEndpoint:
             return 503, {"error": "the database is unavailable for a moment; retry shortly"}, \
                 [("Retry-After", str(RETRY_AFTER_S))]
         return 200, {"stored": True, "duplicate": duplicate}, []
+
+
+def read_body(environ: dict, limit: int) -> bytes:
+    """The request body; RequestEntityTooLarge past ``limit`` bytes. A body of declared length
+    (every browser's fetch) is read in one call. A chunked one is read to its end only from a
+    server that ends the stream (``wsgi.input_terminated``; else reading could hang), one
+    byte past the limit at most, so that it too gets a 413 rather than a truncated body."""
+    stream, declared = environ["wsgi.input"], environ.get("CONTENT_LENGTH", "")
+    if declared.isdigit():
+        if int(declared) > limit:
+            raise RequestEntityTooLarge()
+        return stream.read(int(declared))
+    if not environ.get("wsgi.input_terminated"):
+        return b""
+    chunks, size = [], 0
+    while size <= limit and (chunk := stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)

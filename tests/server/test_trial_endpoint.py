@@ -3,6 +3,8 @@ Flask views do, with their headers and errors."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 from sqlalchemy import update
@@ -54,3 +56,23 @@ def test_a_broken_deployment_is_a_logged_500_that_stores_nothing(app, client, la
     assert response.status_code == 500 and response.json == {"error": "internal server error"}
     assert "unhandled error on POST /api/trials" in caplog.text
     assert stored_trials(app) == before
+
+
+def test_a_chunked_body_is_read_to_its_end_and_held_to_the_limit(app, client, launch):
+    """A body without Content-Length (chunked) is read through werkzeug's stream, not by its
+    declared length: stored when whole, 413 when over the limit."""
+    p = Participant(client, launch(), pid="P-chunked")
+    p.start()
+    headers = {HEADER: p.token, "Content-Type": "application/json"}
+    before = stored_trials(app)
+
+    def chunked(body: bytes):
+        return client.post("/api/trials", input_stream=io.BytesIO(body), headers=headers,
+                           environ_overrides={"wsgi.input_terminated": True,
+                                              "CONTENT_LENGTH": ""})  # as a server sends it
+
+    huge = chunked(b"[" + b"1," * 100_000 + b"1]")
+    assert huge.status_code == 413 and stored_trials(app) == before
+    whole = chunked(json.dumps(trial_body(0)).encode())
+    assert whole.status_code == 200 and whole.json == {"stored": True, "duplicate": False}
+    assert stored_trials(app) == before + 1
