@@ -10,12 +10,11 @@ the whole task data again, so the bytes sent per trial grow with the number of t
 
 The driver is the closed loop of server_load's lean driver: everyone enters first (not
 timed), then the trial phase is timed alone, each of ``concurrency`` threads sending its
-participants' saves back to back on one keep-alive http.client connection.
+participants' saves back to back on one keep-alive connection (benchmarks/http_retry.py).
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import multiprocessing
@@ -157,7 +156,7 @@ class PsiturkParticipant:
 
     def __init__(self, base: str, worker_id: str) -> None:
         host, port = base.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.conn = http_retry.Connection(host, int(port), timeout=60)
         self.ids = {"hitId": "debugLOAD", "assignmentId": f"debug{worker_id}",
                     "workerId": worker_id, "mode": "debug"}
         self.latencies_ms: list[float] = []

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import logging
 import math
@@ -100,14 +99,14 @@ def app_server(database_url: str, workdir: Path, workers: int | None,
 
 
 class LeanParticipant:
-    """A participant driven with bare http.client on one keep-alive connection: no image
+    """A participant driven with a bare HTTP client on one keep-alive connection: no image
     downloads, no decoding, answers that are valid but not looked at. It spends a fraction
     of a millisecond of CPU per request, so that the driver does not starve the server it
     measures on a small machine (its CPU share is reported)."""
 
     def __init__(self, base: str, slug: str, pid: str) -> None:
         host, port = base.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.conn = http_retry.Connection(host, int(port), timeout=60)
         self.slug, self.pid, self.headers = slug, pid, {"Content-Type": "application/json"}
         self.latencies_ms: list[float] = []
         self.trial_bytes = 0  # request bodies of trial POSTs
