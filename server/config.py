@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,19 @@ def _secret_key(instance: Path, production: bool) -> str:
     return path.read_text().strip()
 
 
-def _statement_timeout() -> int:
-    """PostgreSQL cancels a statement of the app's that runs longer (0: never). It bounds a
-    request stuck on a lock or a stalled database, which would otherwise hold one of a
-    worker's few threads for good; the client gets a 503 and retries."""
-    raw = os.environ.get("ASSAY_STATEMENT_TIMEOUT_MS", "").strip() or "30000"
-    if not raw.isdigit():
-        raise ValueError(f"ASSAY_STATEMENT_TIMEOUT_MS must be a whole number of ms, not {raw!r}")
-    return int(raw)
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole, non-negative number from the environment (``default`` when unset or blank);
+    a bad value raises ValueError naming the variable."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, not {raw!r}")
+    return value
 
 
 def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -69,7 +75,10 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SESSION_COOKIE_SECURE": os.environ.get("ASSAY_SECURE_COOKIES",
                                                 "1" if production else "0") == "1",
         "WTF_CSRF_TIME_LIMIT": None,
-        "STATEMENT_TIMEOUT_MS": _statement_timeout(),
+        # PostgreSQL cancels a statement of the app's that runs longer (0: never). It bounds
+        # a request stuck on a lock or a stalled database, which would otherwise hold one of
+        # a worker's few threads for good; the client gets a 503 and retries.
+        "STATEMENT_TIMEOUT_MS": env_int(os.environ, "ASSAY_STATEMENT_TIMEOUT_MS", 30_000),
     }
     config.update(overrides)
     config.setdefault("SECRET_KEY", overrides.get("SECRET_KEY") or _secret_key(instance,

@@ -24,6 +24,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from server.config import env_int
+
 APP = "server.wsgi:app"
 # The path (decoded: the log filter escapes what %0a or %00 decode to), never the query string.
 # It costs about 0.15 ms of server CPU per request, a tenth of a trial's (two servers, log on
@@ -54,19 +56,6 @@ class ScrubFilter(logging.Filter):
         if clean != message:
             record.msg, record.args = clean, ()
         return True
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, not {raw!r}")
-    return value
 
 
 def _bind(env: Mapping[str, str]) -> tuple[str, int]:
@@ -120,14 +109,14 @@ def settings(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     if level not in LogLevels.__members__:
         raise ValueError(f"ASSAY_LOG_LEVEL must be one of {', '.join(LogLevels.__members__)}, "
                          f"not {level!r}")
-    workers = _int(env, "ASSAY_WORKERS", os.cpu_count() or 1)
+    workers = env_int(env, "ASSAY_WORKERS", os.cpu_count() or 1)
     # Threads per worker that run the app. Each may hold one database connection, so keep
     # machines x workers x threads below PostgreSQL's max_connections (or use pgbouncer).
     # Two, not more: a worker's threads contend for its GIL (on 2 cores, 4 measured slower).
-    threads = _int(env, "ASSAY_THREADS", 2)
+    threads = env_int(env, "ASSAY_THREADS", 2)
     if workers < 1 or threads < 1:
         raise ValueError("ASSAY_WORKERS and ASSAY_THREADS must be at least 1")
-    lifetime = _int(env, "ASSAY_WORKERS_LIFETIME", 0)
+    lifetime = env_int(env, "ASSAY_WORKERS_LIFETIME", 0)
     if 0 < lifetime < 60:
         raise ValueError("ASSAY_WORKERS_LIFETIME must be 0 (never) or at least 60 seconds")
     return dict(
@@ -139,7 +128,7 @@ def settings(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         websockets=False,
         workers=workers,
         blocking_threads=threads,
-        backlog=max(128, _int(env, "ASSAY_BACKLOG", 2048)),
+        backlog=max(128, env_int(env, "ASSAY_BACKLOG", 2048)),
         http1_settings=HTTP1Settings(header_read_timeout=30_000, keep_alive=True),
         log_level=LogLevels(level),
         log_dictconfig=log_config(level.upper()),
@@ -149,7 +138,7 @@ def settings(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         # requests on it fail, and browsers' outboxes retry them.
         respawn_failed_workers=True,
         respawn_interval=0.5,
-        workers_kill_timeout=max(1, _int(env, "ASSAY_GRACEFUL_TIMEOUT", 30)),
+        workers_kill_timeout=max(1, env_int(env, "ASSAY_GRACEFUL_TIMEOUT", 30)),
         workers_lifetime=lifetime or None,
     )
 
