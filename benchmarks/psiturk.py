@@ -36,7 +36,7 @@ import psycopg
 from sqlalchemy import make_url
 
 from server.migrate import libpq_dsn, scratch_database
-from server.server_process import running_process
+from server.server_process import LISTENING, running_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
 from benchmarks import http_retry  # noqa: E402
@@ -50,7 +50,6 @@ REQUIREMENTS = ("psiturk==3.3.1", "cryptography==38.0.4", "psycopg2-binary==2.9.
 USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/124.0.0.0 Safari/537.36")
 _UNIQUE_ID = re.compile(r'uniqueId = "([^"]+)"')
-_LISTENING = re.compile(r"Listening at: (http://[\d.]+:\d+)")
 READY = "psiturk app ready in worker"
 
 # The fewest templates psiturk.experiment needs: it refuses to start without
@@ -77,7 +76,7 @@ def post_worker_init(worker):
 
 def gunicorn_ready(log: str) -> str | None:
     """gunicorn's base URL once every worker it booted has loaded psiTurk's app."""
-    found = _LISTENING.search(log)
+    found = LISTENING.search(log)
     booted = log.count("Booting worker")
     return found.group(1) if found and booted and log.count(READY) >= booted else None
 

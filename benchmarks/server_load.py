@@ -186,6 +186,11 @@ def cpu_seconds(server_pid: int | None) -> dict[str, float]:
     return totals
 
 
+def per_trial_ms(cpu_s: dict[str, float], stored: int) -> dict[str, float]:
+    """CPU seconds by process group (``run_load``'s ``cpu_s``) as ms per stored trial."""
+    return {k: round(1000 * v / max(stored, 1), 3) for k, v in cpu_s.items()}
+
+
 def run_load(base: str, slug: str, n: int, concurrency: int, shared_images: bool,
              lean: bool = True, server_pid: int | None = None) -> dict:
     """N participants, ``concurrency`` at a time; failures counted, not raised.
@@ -291,8 +296,7 @@ def run_assay(postgres_url: str, participants: int, trials: int, concurrency: in
         "bytes_per_trial": round(load["trial_bytes"] / max(sent, 1)),
         "lost": checked["lost"], "duplicates": checked["duplicates"],
         "loadgen_cpu_share": round(load["loadgen_cpu_share"], 3),
-        "cpu_ms_per_trial": {k: round(1000 * v / max(checked["stored"], 1), 3)
-                             for k, v in load["cpu_s"].items()},
+        "cpu_ms_per_trial": per_trial_ms(load["cpu_s"], checked["stored"]),
     }
 
 
@@ -545,8 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "loadavg_1m_at_start": round(load_at_start, 2),
         "loadgen_cpu_share": round(load["loadgen_cpu_share"], 3),
-        "cpu_ms_per_trial": {k: round(1000 * v / max(checked["stored"], 1), 3)
-                             for k, v in load["cpu_s"].items()},
+        "cpu_ms_per_trial": per_trial_ms(load["cpu_s"], checked["stored"]),
         "driver": "browser-like" if args.browser_like else "lean",
         "images": "per participant" if args.images_per_participant else "shared cache",
     }

@@ -33,6 +33,7 @@ from benchmarks.server_load import (  # noqa: E402
     check_database,
     launch_demo,
     open_loop,
+    per_trial_ms,
     run_load,
 )
 from server.migrate import scratch_database  # noqa: E402
@@ -82,8 +83,7 @@ def measure(server: str, url: str, workdir: Path, participants: int, concurrency
     crowd_stored = check_database(url, crowd["results"])
     return {
         "trials_per_s": round(stored["stored"] / load["trial_phase_s"], 1),
-        "cpu_ms_per_trial": {k: round(1000 * v / max(stored["stored"], 1), 3)
-                             for k, v in load["cpu_s"].items()},
+        "cpu_ms_per_trial": per_trial_ms(load["cpu_s"], stored["stored"]),
         "open_loop_max_participants": crowd["max_participants"],
         "open_loop_p99_ms": {s["participants"]: s["p99_ms"] for s in crowd["steps"]},
         "lost": stored["lost"] + crowd_stored["lost"],

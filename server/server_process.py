@@ -20,7 +20,7 @@ import requests
 
 from server.config import ROOT
 
-_LISTENING = re.compile(r"Listening at: (http://[\d.]+:\d+)")
+LISTENING = re.compile(r"Listening at: (http://[\d.]+:\d+)")  # granian's and gunicorn's
 _WORKER = re.compile(r"Spawning worker-\d+ with PID: (\d+)")
 APP_READY = "assay app ready in worker"
 
@@ -101,7 +101,7 @@ def running_process(command: list[str], env: dict[str, str], log_path: Path,
 
 def _granian_ready(log: str) -> str | None:
     """The base URL once the server listens and every worker it spawned has built the app."""
-    found = _LISTENING.search(log)
+    found = LISTENING.search(log)
     spawned = len(_WORKER.findall(log))
     return found.group(1) if found and spawned and log.count(APP_READY) >= spawned else None
 
