@@ -24,7 +24,7 @@ from server.bodies import parse_body
 from server.db import RETRY_AFTER_S, unavailable
 from server.headers import SECURITY_HEADERS
 from server.tokens import HEADER, verify
-from server.trials import FlowError, TrialIn, frozen_session, record_trial, trial_connection
+from server.trials import FlowError, TrialIn, frozen_session, record_trial
 
 log = logging.getLogger(__name__)
 PATH = "/api/trials"
@@ -68,12 +68,12 @@ class TrialEndpoint:
             return 413, {"error": f"payload too large (limit {limit} bytes)"}, []
         try:
             trial = parse_body(TrialIn, environ.get("CONTENT_TYPE", ""), body)
-            with trial_connection(self.app.extensions["assay.engine"]) as conn:
-                frozen = frozen_session(conn, public_id)
-                if frozen is None:
-                    return 401, {"error": "unknown session"}, []
-                duplicate = record_trial(conn, frozen, trial)
-        except FlowError as exc:  # raised inside the transaction, so nothing was stored
+            engine = self.app.extensions["assay.engine"]
+            frozen = frozen_session(engine, public_id)
+            if frozen is None:
+                return 401, {"error": "unknown session"}, []
+            duplicate = record_trial(engine, frozen, trial)
+        except FlowError as exc:  # nothing was stored
             return exc.status, {"error": str(exc), **exc.extra}, []
         except DBAPIError as exc:
             if not unavailable(exc):

@@ -7,11 +7,8 @@ the answer and scores it against the session's answer keys; nothing here knows a
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -26,13 +23,14 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import Connection, Engine, bindparam, cast, exists, or_, select, update
+from sqlalchemy import Dialect, Engine, bindparam, cast, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from experiments.paradigms import PARADIGMS
 from server.catalog import now
+from server.db import DriverStatement, driver_cursor
 from server.models import ParticipantSession, TrialResponse
 
 TRIAL_STATUSES = ("instructions", "trials")
@@ -119,7 +117,7 @@ _FROZEN_MAX = 20_000
 _FROZEN_LOCK = threading.Lock()
 
 
-def frozen_session(conn: Connection, public_id: str) -> Frozen | None:
+def frozen_session(engine: Engine, public_id: str) -> Frozen | None:
     """The session's frozen part, from this process's cache after its first trial: the
     answer keys are a plan's whole list, too costly to load and parse on every trial."""
     with _FROZEN_LOCK:
@@ -127,9 +125,10 @@ def frozen_session(conn: Connection, public_id: str) -> Frozen | None:
         if found is not None:
             _FROZEN.move_to_end(public_id)
             return found
-    row = conn.execute(select(ParticipantSession.id, ParticipantSession.paradigm,
-                              ParticipantSession.answer_keys)
-                       .where(ParticipantSession.public_id == public_id)).first()
+    with engine.connect() as conn:
+        row = conn.execute(select(ParticipantSession.id, ParticipantSession.paradigm,
+                                  ParticipantSession.answer_keys)
+                           .where(ParticipantSession.public_id == public_id)).first()
     if row is None:
         return None
     found = Frozen(*row)
@@ -144,14 +143,19 @@ FIELDS = ("session_id", "trial_index", "answer", "score", "rt_ms", "presented_at
           "responded_at", "received_at", "events")
 
 
-@functools.cache
-def _statements(dialect: str) -> tuple[Any | None, Any]:
-    """The hot path's UPDATE and INSERT, built once per dialect with bound parameters (so
-    that a trial costs no statement building). The INSERT selects its row only while the
-    session accepts trials; PostgreSQL needs the values' types spelled out (untyped JSON
-    text is not jsonb), SQLite must not get a CAST (CAST to DATETIME makes a number)."""
-    if dialect not in _INSERTS:
-        raise ValueError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+_STATEMENTS: dict[str, tuple[DriverStatement | None, DriverStatement]] = {}
+
+
+def _statements(dialect: Dialect) -> tuple[DriverStatement | None, DriverStatement]:
+    """The hot path's UPDATE and INSERT, compiled once per dialect (so that a trial costs no
+    statement building). The INSERT selects its row only while the session accepts trials;
+    PostgreSQL needs the values' types spelled out (untyped JSON text is not jsonb), SQLite
+    must not get a CAST (CAST to DATETIME makes a number)."""
+    found = _STATEMENTS.get(dialect.name)
+    if found is not None:
+        return found
+    if dialect.name not in _INSERTS:
+        raise ValueError(f"unsupported database {dialect.name!r}: use SQLite or PostgreSQL")
     sessions, columns = ParticipantSession.__table__, TrialResponse.__table__.c
     start = (update(sessions).where(sessions.c.id == bindparam("session_id"),
                                     sessions.c.status == "instructions")
@@ -159,40 +163,32 @@ def _statements(dialect: str) -> tuple[Any | None, Any]:
 
     def value(name: str):
         bound = bindparam(name, type_=columns[name].type)
-        return cast(bound, columns[name].type) if dialect == "postgresql" else bound
+        return cast(bound, columns[name].type) if dialect.name == "postgresql" else bound
 
     # "= a OR = b", not IN: an IN list is re-rendered for every execution (SQLAlchemy's
-    # expanding parameters), which cost a tenth of the Python CPU of a trial
+    # expanding parameters)
     accepting = exists().where(sessions.c.id == bindparam("session_id"),
                                or_(*(sessions.c.status == s for s in TRIAL_STATUSES)))
     row = select(*(value(name).label(name) for name in FIELDS)).where(accepting)
-    insert = (_INSERTS[dialect](TrialResponse).from_select(list(FIELDS), row)
+    insert = (_INSERTS[dialect.name](TrialResponse).from_select(list(FIELDS), row)
               .on_conflict_do_nothing(index_elements=["session_id", "trial_index"])
               .returning(TrialResponse.id))
-    if dialect == "postgresql":  # one statement, one round trip: the UPDATE as a CTE
-        return None, insert.add_cte(start.cte("moved"))
-    return start, insert
-
-
-@contextmanager
-def trial_connection(engine: Engine) -> Iterator[Connection]:
-    """PostgreSQL stores a trial in one statement, atomic by itself: autocommit spares the
-    BEGIN and COMMIT round trips. SQLite's two statements run in one (immediate)
-    transaction."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield conn
+    if dialect.name == "postgresql":  # one statement, one round trip: the UPDATE as a CTE
+        found = None, DriverStatement.compile(insert.add_cte(start.cte("moved")), dialect)
     else:
-        with engine.begin() as conn:
-            yield conn
+        found = (DriverStatement.compile(start, dialect),
+                 DriverStatement.compile(insert, dialect))
+    _STATEMENTS[dialect.name] = found
+    return found
 
 
-def record_trial(conn: Connection, session: Frozen, trial: TrialIn) -> bool:
+def record_trial(engine: Engine, session: Frozen, trial: TrialIn) -> bool:
     """Store a trial once; returns True when it was already stored (a replay).
 
-    The hot path is one transaction of two statements and no ORM: a session still in
-    instructions moves on to trials, and the row goes in only while the session accepts
-    trials (checked in the INSERT itself, so no read of the session precedes it)."""
+    The hot path is one transaction on the driver's cursor, no ORM and no read: a session
+    still in instructions moves on to trials, and the row goes in only while the session
+    accepts trials (checked in the INSERT itself). Only when no row went in (a replay, or a
+    session that takes no more trials) is the stored trial read, to tell which."""
     keys = session.answer_keys
     if not 0 <= trial.trial_index < len(keys):
         raise FlowError(
@@ -218,18 +214,20 @@ def record_trial(conn: Connection, session: Frozen, trial: TrialIn) -> bool:
         "received_at": now(),
         "events": [e.model_dump() for e in trial.events],
     }
-    start, insert = _statements(conn.dialect.name)
-    if start is not None:
-        conn.execute(start, {"session_id": session.id})
-    inserted = conn.scalar(insert, values)
-    if inserted is not None:
-        return False
-    existing = conn.execute(select(TrialResponse.answer, TrialResponse.rt_ms).where(
-        TrialResponse.session_id == session.id,
-        TrialResponse.trial_index == trial.trial_index)).first()
-    if existing is None:
+    start, insert = _statements(engine.dialect)
+    with driver_cursor(engine) as cursor:
+        if start is not None:
+            cursor.execute(start.sql, start.parameters({"session_id": session.id}))
+        cursor.execute(insert.sql, insert.parameters(values))
+        if cursor.fetchone() is not None:
+            return False
+    with engine.connect() as conn:
+        existing = conn.execute(select(TrialResponse.answer, TrialResponse.rt_ms).where(
+            TrialResponse.session_id == session.id,
+            TrialResponse.trial_index == trial.trial_index)).first()
         status = conn.scalar(select(ParticipantSession.status).where(
             ParticipantSession.id == session.id))
+    if existing is None:
         raise FlowError(f"session is in state {status!r}; no new trials accepted")
     if (existing.answer, existing.rt_ms) != (stored_answer, trial.rt_ms):
         raise FlowError(

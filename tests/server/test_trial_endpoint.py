@@ -7,9 +7,12 @@ import io
 import json
 import logging
 
+import psycopg
+import pytest
 from sqlalchemy import update
 
 from server.extensions import get_db
+from server.migrate import libpq_dsn
 from server.models import ParticipantSession
 from server.tokens import HEADER
 from tests.server.participant_client import Participant
@@ -75,4 +78,32 @@ def test_a_chunked_body_is_read_to_its_end_and_held_to_the_limit(app, client, la
     assert huge.status_code == 413 and stored_trials(app) == before
     whole = chunked(json.dumps(trial_body(0)).encode())
     assert whole.status_code == 200 and whole.json == {"stored": True, "duplicate": False}
+    assert stored_trials(app) == before + 1
+
+
+def test_a_dropped_database_connection_is_a_503_and_is_not_handed_out_again(
+        app, client, launch, database_url):
+    """Trials are stored on the driver's own cursor (server/db.driver_cursor), not through a
+    SQLAlchemy Connection: a pooled connection that PostgreSQL dropped (a restart, a failover,
+    an idle timeout) must still be answered as an outage, a 503 that the browser retries,
+    and be thrown away, so that the retry is stored, once."""
+    if not database_url.startswith("postgres"):
+        pytest.skip("SQLite has no server to drop a connection")
+    p = Participant(client, launch(), pid="P-dropped")
+    p.start()
+    assert p.post("trials", trial_body(0)).status_code == 200
+    pooled = app.extensions["assay.engine"].pool.checkedin()
+    before = stored_trials(app)
+    with psycopg.connect(libpq_dsn(database_url), autocommit=True) as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+    assert dropped >= pooled >= 1
+    answers = [p.post("trials", trial_body(1)) for _ in range(pooled + 1)]
+    statuses = [a.status_code for a in answers]
+    assert statuses[0] == 503 and answers[0].headers["Retry-After"], statuses
+    assert 200 in statuses and set(statuses) <= {200, 503}, statuses  # never a 500
+    stored = statuses.index(200)
+    assert answers[stored].json == {"stored": True, "duplicate": False}
+    assert all(a.json == {"stored": True, "duplicate": True} for a in answers[stored + 1:])
     assert stored_trials(app) == before + 1
