@@ -322,10 +322,12 @@ def _entered(where: tuple[str, str, str]) -> tuple[LeanParticipant, list[int]]:
     return p, p.enter()
 
 
-def _think_and_answer(p: LeanParticipant, indices: list[int], stop: threading.Event,
-                      think_s: float, seed: int, errors: list[str]) -> None:
-    """Until ``stop``: think, then send the next trial."""
+def _think_and_answer(p: LeanParticipant, indices: list[int], go: threading.Event,
+                      stop: threading.Event, think_s: float, seed: int,
+                      errors: list[str]) -> None:
+    """From ``go`` until ``stop``: think, then send the next trial."""
     rng = np.random.default_rng(seed)
+    go.wait()
     while not stop.wait(think_s * rng.uniform(0.5, 1.5)):
         if p.sent >= len(indices):
             return
@@ -348,13 +350,14 @@ def open_loop(base: str, slug: str, steps: list[int], think_s: float, window_s: 
         with ThreadPoolExecutor(max_workers=16) as pool:
             crowd += pool.map(_entered, [(base, slug, f"OPEN{i:06d}")
                                          for i in range(len(crowd), n)])
-        stop = threading.Event()
+        go, stop = threading.Event(), threading.Event()
         before = [len(p.latencies_ms) for p, _ in crowd]
         threads = [threading.Thread(target=_think_and_answer, daemon=True,
-                                    args=(*crowd[k], stop, think_s, k * 7919 + n, errors))
+                                    args=(*crowd[k], go, stop, think_s, k * 7919 + n, errors))
                    for k in range(n)]
-        for t in threads:
-            t.start()
+        for t in threads:  # all started before any thinks: starting a thousand threads
+            t.start()      # takes the driver's GIL, which would delay the first answers
+        go.set()
         time.sleep(window_s)
         stop.set()
         for t in threads:
