@@ -15,6 +15,11 @@ class ConfigError(RuntimeError):
     """A setting the server cannot start without."""
 
 
+# The variables that carry secrets: the key that signs tokens and cookies, and URLs that may
+# hold passwords. server.wsgi drops them from a worker's environment once the app has read them.
+SECRET_VARIABLES = ("ASSAY_SECRET_KEY", "DATABASE_URL", "REDIS_URL")
+
+
 def _secret_key(instance: Path, production: bool) -> str:
     """ASSAY_SECRET_KEY (blank counts as unset), else, outside production, a key kept in the
     instance folder (one machine only). In production a missing key is an error: a key file

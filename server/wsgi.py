@@ -19,8 +19,16 @@ import os
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server.app import create_app
+from server.config import SECRET_VARIABLES
 
 app = create_app({"PRODUCTION": True})  # requires ASSAY_SECRET_KEY; Secure cookies
+
+# granian builds each request's WSGI environ on a copy of the worker's process environment.
+# The app has read its secrets; dropping them here keeps them out of every request's environ,
+# where an error reporter or a debugging aid that dumps the environ would show them. (The
+# server's main process keeps them, for the workers it starts or replaces.)
+for _name in SECRET_VARIABLES:
+    os.environ.pop(_name, None)
 
 _proxies = int(os.environ.get("ASSAY_TRUSTED_PROXIES", "0"))
 if _proxies:

@@ -4,15 +4,20 @@ timeout, which bounds a stuck request now that no worker timeout does."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
+import requests
 from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from assay.cli import main
 from server.app import create_app
+from server.config import SECRET_VARIABLES
 from server.db import unavailable
 from server.serve import settings
+from server.server_process import LISTENING, local_env, running_process, wait_until_answers
 from tests.conftest import app_config, fresh_database
 
 
@@ -70,3 +75,23 @@ def test_a_bad_statement_timeout_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("ASSAY_STATEMENT_TIMEOUT_MS", "30s")
     with pytest.raises(ValueError, match="ASSAY_STATEMENT_TIMEOUT_MS must be a whole number"):
         create_app(app_config(f"sqlite:///{tmp_path / 'a.db'}", tmp_path))
+
+
+def test_secrets_stay_out_of_every_requests_environ(tmp_path):
+    """granian builds each request's environ on a copy of the worker's process environment:
+    the secrets must not be in it (an error reporter that dumps the environ would leak
+    them), and the app, having read them, must still work."""
+    env = local_env(f"sqlite:///{tmp_path / 'assay.db'}", tmp_path / "instance", workers=1,
+                    REDIS_URL="redis://127.0.0.1:1/0")
+    assert set(SECRET_VARIABLES) <= set(env)
+    serve = ("from granian import Granian; from server.serve import settings; "
+             "Granian(**{**settings(), 'target': 'tests.server.environ_probe:app'}).serve()")
+
+    def listening(log: str) -> str | None:
+        return found.group(1) if (found := LISTENING.search(log)) else None
+
+    with running_process([sys.executable, "-c", serve], env, tmp_path / "server.log",
+                         listening) as (base, process):
+        wait_until_answers(f"{base}/environ-probe", process)
+        assert requests.get(f"{base}/environ-probe", timeout=10).json() == []
+        assert requests.get(f"{base}/readyz", timeout=10).status_code == 200  # has its DB
