@@ -115,9 +115,10 @@ def driver_cursor(engine: Engine) -> Iterator[Any]:
     that is atomic by itself (BEGIN and COMMIT would be two more round trips); on SQLite in
     BEGIN IMMEDIATE ... COMMIT. Driver errors leave as SQLAlchemy's DBAPIError, with a lost
     connection invalidated, as from a Connection, so callers tell an outage from a bug alike."""
-    dialect, fairy = engine.dialect, engine.raw_connection()
-    postgres, cursor, lost = dialect.name == "postgresql", None, False
+    dialect, postgres = engine.dialect, engine.dialect.name == "postgresql"
+    fairy, cursor, lost = None, None, False
     try:
+        fairy = engine.raw_connection()  # a refused connection is raised unwrapped here too
         if postgres:
             fairy.driver_connection.autocommit = True
         cursor = fairy.cursor()
@@ -128,15 +129,16 @@ def driver_cursor(engine: Engine) -> Iterator[Any]:
             cursor.execute("COMMIT")
     except dialect.loaded_dbapi.Error as exc:
         lost = dialect.is_disconnect(exc, fairy, cursor)
-        if lost:
+        if lost and fairy is not None:
             fairy.invalidate(exc)
         raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
                                   hide_parameters=True, connection_invalidated=lost,
                                   dialect=dialect) from None
     finally:
-        if postgres and not lost:
-            try:
-                fairy.driver_connection.autocommit = False
-            except dialect.loaded_dbapi.Error:  # broken meanwhile: not handed out again
-                fairy.invalidate()
-        fairy.close()  # back to the pool, rolled back (SQLite: an unfinished transaction)
+        if fairy is not None:
+            if postgres and not lost:
+                try:
+                    fairy.driver_connection.autocommit = False
+                except dialect.loaded_dbapi.Error:  # broken meanwhile: not handed out again
+                    fairy.invalidate()
+            fairy.close()  # back to the pool, rolled back (SQLite: an unfinished transaction)

@@ -11,9 +11,11 @@ import psycopg
 import pytest
 from sqlalchemy import update
 
+from server.app import create_app
 from server.extensions import get_db
 from server.migrate import libpq_dsn
 from server.models import ParticipantSession
+from server.server_process import free_port
 from server.tokens import HEADER
 from tests.server.participant_client import Participant
 from tests.server.test_api import session_of
@@ -107,3 +109,22 @@ def test_a_dropped_database_connection_is_a_503_and_is_not_handed_out_again(
     assert answers[stored].json == {"stored": True, "duplicate": False}
     assert all(a.json == {"stored": True, "duplicate": True} for a in answers[stored + 1:])
     assert stored_trials(app) == before + 1
+
+
+def test_a_database_that_refuses_connections_is_a_503(app, client, launch, database_url):
+    """A new connection refused (the database restarting) is an outage too: the pool raises
+    the driver's error unwrapped from its checkout, which must still become a 503."""
+    if not database_url.startswith("postgres"):
+        pytest.skip("SQLite has no server to refuse a connection")
+    p = Participant(client, launch(), pid="P-refused")
+    p.start()
+    assert p.post("trials", trial_body(0)).status_code == 200  # the session is known now
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/none"
+    down = create_app({**app.config, "DATABASE_URL": nowhere})
+    try:
+        answer = down.test_client().post("/api/trials", json=trial_body(1),
+                                         headers={HEADER: p.token})
+    finally:
+        down.extensions["assay.engine"].dispose()
+    assert answer.status_code == 503 and answer.headers["Retry-After"], answer.json
+    assert p.post("trials", trial_body(1)).json == {"stored": True, "duplicate": False}
