@@ -13,14 +13,16 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from server.app import create_app
 from server.catalog import launch_study
 from server.config import ROOT
 from server.export import trial_rows
 from server.extensions import get_db
+from server.migrate import libpq_dsn
 from server.models import AuditEntry, PlatformIdentity, TrialResponse
 from server.serve import ACCESS_FORMAT, ScrubFilter, scrub
 from server.tokens import sign
@@ -209,6 +211,20 @@ def test_an_unreachable_database_is_a_503_that_retries(tmp_path):
     assert trial.status_code == 503 and trial.headers["Retry-After"] == "5"
     assert "retry" in trial.json["error"]
     app.extensions["assay.engine"].dispose()
+
+
+def test_a_connection_dropped_before_teardown_is_not_a_500(app, client, database_url):
+    """The request's database session is closed at teardown, after the answer is decided; a
+    connection that PostgreSQL dropped meanwhile (a restart) must not turn it into a 500."""
+    if not database_url.startswith("postgres"):
+        pytest.skip("SQLite has no server to drop a connection")
+    with app.test_request_context():
+        db = get_db()
+        backend = db.scalar(text("SELECT pg_backend_pid()"))  # a transaction left open
+        with psycopg.connect(libpq_dsn(database_url), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    # leaving the context ran the teardown without raising; the dead connection is gone
+    assert client.get("/readyz").status_code == 200
 
 
 # 2: with Redis down, entries and logins still work (the limiter counts in memory)
