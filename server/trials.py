@@ -225,10 +225,10 @@ def record_trial(engine: Engine, session: Frozen, trial: TrialIn) -> bool:
         existing = conn.execute(select(TrialResponse.answer, TrialResponse.rt_ms).where(
             TrialResponse.session_id == session.id,
             TrialResponse.trial_index == trial.trial_index)).first()
-        status = conn.scalar(select(ParticipantSession.status).where(
-            ParticipantSession.id == session.id))
-    if existing is None:
-        raise FlowError(f"session is in state {status!r}; no new trials accepted")
+        if existing is None:
+            status = conn.scalar(select(ParticipantSession.status).where(
+                ParticipantSession.id == session.id))
+            raise FlowError(f"session is in state {status!r}; no new trials accepted")
     if (existing.answer, existing.rt_ms) != (stored_answer, trial.rt_ms):
         raise FlowError(
             f"trial {trial.trial_index} is already stored with a different answer", status=409
