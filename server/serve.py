@@ -11,9 +11,10 @@ in a worker: sessions, trials and assignment are in PostgreSQL, rate-limit count
 (REDIS_URL), so any number of workers on any number of machines can serve the same study.
 
 Personal data: participants arrive with ``?PROLIFIC_PID=...`` in the entry URL. The access log
-therefore writes the path and never the query string, and every log line (the app's own and
-granian's) passes a filter that scrubs query strings and escapes control characters, so that
-neither a ``%0a`` in a URL nor an exception message can forge a line or leak an ID.
+(server/access_log.py, not granian's) therefore writes the path and never the query string,
+and every log line (the app's own, granian's and the access log's) is scrubbed of query
+strings and control characters, so that neither a ``%0a`` in a URL nor an exception message
+can forge a line or leak an ID.
 """
 
 from __future__ import annotations
@@ -27,11 +28,6 @@ from typing import Any
 from server.config import env_int
 
 APP = "server.wsgi:app"
-# The path (decoded: the log filter escapes what %0a or %00 decode to), never the query string.
-# It costs about 0.15 ms of server CPU per request, a tenth of a trial's (two servers, log on
-# and off, under the same interleaved load: 1.53/1.51 against 1.38/1.34 ms); behind a proxy
-# that logs requests, ASSAY_ACCESS_LOG=0 saves it.
-ACCESS_FORMAT = '%(addr)s "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms'
 
 # A query string, up to the next space or quote: "?" right after a URL path, or "?key=".
 _QUERY = re.compile(r"(/[^\s?\"'<>]*)?\?(?(1)|(?=[\w.~-]+=))[^\s\"'<>]+")
@@ -67,7 +63,7 @@ def _bind(env: Mapping[str, str]) -> tuple[str, int]:
 
 
 def log_config(level: str) -> dict[str, Any]:
-    """granian's logging, plus the app's own logger ("server"), all through the scrubber;
+    """granian's logging and the app's own logger ("server"), through the scrubber;
     each line names the process, so that a line can be traced to its worker."""
     return {
         "version": 1,
@@ -75,17 +71,14 @@ def log_config(level: str) -> dict[str, Any]:
         "filters": {"scrub": {"()": ScrubFilter}},
         "formatters": {
             "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"},
-            "access": {"format": "%(asctime)s %(message)s %(process)d"},
         },
         "handlers": {
-            name: {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
-                   "formatter": name, "filters": ["scrub"]}
-            for name in ("generic", "access")
+            "generic": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
+                        "formatter": "generic", "filters": ["scrub"]},
         },
         "loggers": {
             "_granian": {"handlers": ["generic"], "level": level, "propagate": False},
             "server": {"handlers": ["generic"], "level": level, "propagate": False},
-            "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }
 
@@ -96,7 +89,7 @@ def settings(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
 
     ASSAY_BIND (HOST:PORT, default 127.0.0.1:8000), ASSAY_WORKERS (default: one per core),
     ASSAY_THREADS (threads per worker that run the app, default 2), ASSAY_BACKLOG (2048),
-    ASSAY_LOG_LEVEL (info), ASSAY_ACCESS_LOG (1; 0 turns it off), ASSAY_GRACEFUL_TIMEOUT
+    ASSAY_LOG_LEVEL (info), ASSAY_GRACEFUL_TIMEOUT
     (seconds a stopping worker may finish its requests, 30), ASSAY_WORKERS_LIFETIME (seconds
     before a worker is replaced, 0: never).
     """
@@ -132,8 +125,7 @@ def settings(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         http1_settings=HTTP1Settings(header_read_timeout=30_000, keep_alive=True),
         log_level=LogLevels(level),
         log_dictconfig=log_config(level.upper()),
-        log_access=env.get("ASSAY_ACCESS_LOG", "1").strip() != "0",
-        log_access_format=ACCESS_FORMAT,
+        log_access=False,  # the app writes its own, for a tenth of the CPU (server.wsgi)
         # A worker that dies (a crash, the OOM killer, kill -9) is replaced; in-flight
         # requests on it fail, and browsers' outboxes retry them.
         respawn_failed_workers=True,

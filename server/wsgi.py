@@ -9,6 +9,9 @@ Behind a reverse proxy set ASSAY_TRUSTED_PROXIES to the number of proxies in fro
 nginx of deploy/nginx.conf): the client address then comes from X-Forwarded-For, so that the
 per-address rate limit on entry counts participants and not the proxy. Leave it 0 when clients
 connect directly, or they could forge their address.
+
+The access log (server/access_log.py) goes to stdout; ASSAY_ACCESS_LOG=0 turns it off behind a
+proxy that logs requests already.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from server.access_log import AccessLog, access_log_on
 from server.app import create_app
 from server.config import SECRET_VARIABLES
 
@@ -30,6 +34,8 @@ app = create_app({"PRODUCTION": True})  # requires ASSAY_SECRET_KEY; Secure cook
 for _name in SECRET_VARIABLES:
     os.environ.pop(_name, None)
 
+if access_log_on():  # inside ProxyFix, so that it logs the client's address, not the proxy's
+    app.wsgi_app = AccessLog(app.wsgi_app)
 _proxies = int(os.environ.get("ASSAY_TRUSTED_PROXIES", "0"))
 if _proxies:
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=_proxies, x_proto=_proxies, x_host=_proxies)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from sqlalchemy import func, select, text
 
+from server.access_log import AccessLog
 from server.app import create_app
 from server.catalog import launch_study
 from server.config import ROOT
@@ -24,7 +25,7 @@ from server.export import trial_rows
 from server.extensions import get_db
 from server.migrate import libpq_dsn
 from server.models import AuditEntry, PlatformIdentity, TrialResponse
-from server.serve import ACCESS_FORMAT, ScrubFilter, scrub
+from server.serve import ScrubFilter, scrub
 from server.tokens import sign
 from tests.conftest import app_config, demo_spec
 from tests.server.participant_client import TOKEN, Participant, complete
@@ -272,10 +273,39 @@ def test_log_lines_cannot_be_forged_and_scrubbing_keeps_prose():
         "GET /s/demo?[redacted] HTTP/1.1"
     assert scrub("is this the right answer? yes") == "is this the right answer? yes"
     assert scrub("bad query ?PROLIFIC_PID=abc") == "bad query ?[redacted]"
-    assert "query_string" not in ACCESS_FORMAT and "%(path)s" in ACCESS_FORMAT
     record = logging.LogRecord("server", logging.ERROR, __file__, 1, "failed on %s",
                                ("/s/demo?PROLIFIC_PID=abc",), None)
     assert ScrubFilter().filter(record) and record.getMessage() == "failed on /s/demo?[redacted]"
+
+
+def test_the_access_log_writes_one_clean_line_per_request_and_never_the_query_string():
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/boom":
+            raise RuntimeError("boom")
+        start_response("404 NOT FOUND", [("Content-Type", "text/plain")])
+        return [b"no"]
+
+    read, write = os.pipe()
+    logged = AccessLog(app, fd=write)
+    environ = {"REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "GET", "SERVER_PROTOCOL":
+               "HTTP/1.1", "QUERY_STRING": "PROLIFIC_PID=abc&SESSION_ID=s1"}
+    statuses = []
+    # %0a and %00 in a URL: decoded, they would start a forged line and put a NUL in the log
+    path = '/s/x\n127.0.0.1 "GET /forged HTTP/1.1" 200\x00'
+    assert logged({**environ, "PATH_INFO": path}, lambda *a: statuses.append(a[0])) == [b"no"]
+    with pytest.raises(RuntimeError):
+        logged({**environ, "PATH_INFO": "/boom"}, lambda *a: None)
+    logged({**environ, "PATH_INFO": "/s/demo?PROLIFIC_PID=xyz"}, lambda *a: None)  # %3F
+    os.close(write)
+    with os.fdopen(read) as lines:
+        first, second, third = lines.read().splitlines()
+    assert statuses == ["404 NOT FOUND"], "the app's answer passes through unchanged"
+    assert '10.0.0.7 "GET /s/x\\x0a127.0.0.1 "GET /forged HTTP/1.1" 200\\x00 HTTP/1.1" 404 ' \
+        in first and "\x00" not in first
+    assert first.endswith(f"ms {os.getpid()}") and first[:4].isdigit()
+    assert '"GET /boom HTTP/1.1" 500 ' in second, "a request that raised is logged as a 500"
+    assert "/s/demo?[redacted]" in third
+    assert not any(secret in first + second + third for secret in ("abc", "s1", "xyz"))
 
 
 # catch trials: a script that compares image URLs scores at chance
